@@ -1,0 +1,125 @@
+"""The agent's configuration file (YAML), e.g. /etc/kvmss/agent.yaml::
+
+name: host1
+listen: 127.0.0.1:8090
+token_file: /etc/kvmss/agent.token     # or token: "..."
+libvirt_uri: qemu:///system
+storage_dir: /var/lib/kvmss/agent
+bridge:
+  name: kvmss0
+  subnet: 10.77.0.0/24
+guest_port: 8091
+shutdown_timeout: 30
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the field."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    listen_host: str
+    listen_port: int
+    token: str
+    libvirt_uri: str
+    storage_dir: Path
+    bridge_name: str
+    subnet: str
+    guest_port: int = 8091
+    shutdown_timeout: float = 30.0
+    manage_bridge: bool = True
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: must be a mapping of settings")
+        return cls.from_dict(raw, base=path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path = Path(".")) -> AgentConfig:
+        known = {
+            "name", "listen", "token", "token_file", "libvirt_uri", "storage_dir",
+            "bridge", "guest_port", "shutdown_timeout",
+        }  # fmt: skip
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r}")
+        name = _str(raw, "name")
+        if not HOST_NAME_RE.fullmatch(name):
+            raise ConfigError("name: must be a host name (letters, digits, '-')")
+        listen = _str(raw, "listen", "127.0.0.1:8090")
+        host, sep, port_s = listen.rpartition(":")
+        if not sep or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise ConfigError("listen: must be ADDRESS:PORT, e.g. 127.0.0.1:8090")
+        token = raw.get("token")
+        if token is None and "token_file" in raw:
+            tf = base / _str(raw, "token_file")
+            try:
+                token = tf.read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"token_file: cannot read {tf}: {e.strerror}") from None
+        if not isinstance(token, str) or len(token) < 16:
+            raise ConfigError("token: required, at least 16 characters (or set token_file)")
+        bridge = raw.get("bridge") or {}
+        if not isinstance(bridge, dict):
+            raise ConfigError("bridge: must be a mapping with name and subnet")
+        bname = str(bridge.get("name", "kvmss0"))
+        if not BRIDGE_NAME_RE.fullmatch(bname):
+            raise ConfigError("bridge.name: 1-15 letters, digits, '_', '.', '-'")
+        subnet = str(bridge.get("subnet", "10.77.0.0/24"))
+        try:
+            net = ipaddress.IPv4Network(subnet, strict=True)
+        except ValueError as e:
+            raise ConfigError(f"bridge.subnet: {e}") from None
+        if net.num_addresses < 8:
+            raise ConfigError("bridge.subnet: needs at least a /29")
+        guest_port = raw.get("guest_port", 8091)
+        if not isinstance(guest_port, int) or not 0 < guest_port < 65536:
+            raise ConfigError("guest_port: must be a TCP port number")
+        timeout = raw.get("shutdown_timeout", 30)
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError("shutdown_timeout: must be a positive number of seconds")
+        storage = Path(_str(raw, "storage_dir", "/var/lib/kvmss/agent"))
+        if not storage.is_absolute():
+            storage = (base / storage).resolve()
+        return cls(
+            name=name,
+            listen_host=host.strip("[]"),
+            listen_port=int(port_s),
+            token=token,
+            libvirt_uri=_str(raw, "libvirt_uri", "qemu:///system"),
+            storage_dir=storage,
+            bridge_name=bname,
+            subnet=subnet,
+            guest_port=guest_port,
+            shutdown_timeout=float(timeout),
+            manage_bridge=bool(bridge.get("manage", True)),
+        )
+
+
+def _str(raw: dict[str, Any], key: str, default: str | None = None) -> str:
+    v = raw.get(key, default)
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{key}: required, a non-empty string")
+    return v

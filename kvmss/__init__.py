@@ -1,0 +1,1 @@
+"""kvmss: scale sets for libvirt/QEMU hosts (shared pieces: clock, qemu-img, names)."""

@@ -1,0 +1,133 @@
+"""A real ``kvmss-agent serve`` process on qemu:///system for guest tests, with
+its own bridge, subnet, ports and storage, plus the tiny images served over
+HTTP the way the controller serves them."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hostagent import wire
+from hostagent.client import AgentClient, AgentError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentProcess:
+    def __init__(self, root: Path, name: str = "host-t", shutdown_timeout: float = 20) -> None:
+        self.root = root
+        self.token = "test-agent-token-" + os.urandom(8).hex()
+        self.port = free_port()
+        tag = os.urandom(3).hex()
+        self.bridge = f"kvt{tag}"
+        self.subnet = f"10.{random.randint(160, 250)}.{random.randint(0, 255)}.0/24"
+        self.config = root / "agent.yaml"
+        self.log = root / "agent.log"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "name": name,
+                    "listen": f"127.0.0.1:{self.port}",
+                    "token": self.token,
+                    "libvirt_uri": "qemu:///system",
+                    "storage_dir": str(root / "storage"),
+                    "bridge": {"name": self.bridge, "subnet": self.subnet},
+                    "guest_port": free_port(),
+                    "shutdown_timeout": shutdown_timeout,
+                }
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = AgentClient(f"http://127.0.0.1:{self.port}", self.token, timeout=600)
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        with self.log.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hostagent.cli", "serve", "--config", str(self.config)],
+                cwd=REPO,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited: {self.log.read_text()[-3000:]}")
+            try:
+                self.client.host()
+                return
+            except AgentError:
+                time.sleep(0.1)
+        raise RuntimeError("agent did not answer within 60s")
+
+    def wait_exit(self, timeout: float = 120) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def cleanup(self) -> None:
+        """Remove every domain this agent made and its bridge."""
+        self.stop()
+        import libvirt
+
+        from hostagent import bridge
+
+        conn = libvirt.open("qemu:///system")
+        try:
+            prefix = str(self.root)
+            for dom in conn.listAllDomains(0):
+                if prefix in dom.XMLDesc(0):
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+        finally:
+            conn.close()
+        bridge.delete_bridge(self.bridge)
+
+
+def tiny_image_spec(base_url: str, version: str, manifest_dir: Path) -> wire.ImageSpec:
+    """The ImageSpec of a built tiny image served at ``base_url`` (which serves
+    the parent directory of ``manifest_dir``)."""
+    m: dict[str, Any] = json.loads((manifest_dir / "manifest.json").read_text())
+    rel = manifest_dir.name
+
+    def art(key: str) -> wire.Artifact:
+        return wire.Artifact(url=f"{base_url}/{rel}/{m[key]['file']}", sha256=m[key]["sha256"])
+
+    disk = art("disk")
+    return wire.ImageSpec(
+        reference=wire.ImageReference(publisher="kvmss", offer="tiny", sku="1", version=version),
+        url=disk.url,
+        sha256=disk.sha256,
+        kernel=art("kernel"),
+        initrd=art("initrd"),
+        cmdline=m["cmdline"],
+    )

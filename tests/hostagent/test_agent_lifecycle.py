@@ -1,0 +1,502 @@
+"""The agent's lifecycle and API against libvirt's test:///default driver (no
+guest runs): real qcow2 overlays, real seed ISOs, real downloads over HTTP,
+real domain definitions in libvirt."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hostagent import faults, wire
+from hostagent.api import create_app
+from hostagent.config import AgentConfig
+from hostagent.domxml import Domain
+from hostagent.guestapi import create_guest_app
+from hostagent.seed import read_seed_iso
+from hostagent.service import Agent
+from kvmss import qemuimg
+from kvmss.clock import SystemClock
+from tests.fixtures import FileServer, make_qcow2, sha256_file, storage_root
+
+TOKEN = "agent-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Env:
+    root: Path
+    files: FileServer
+    agent: Agent
+    api: TestClient
+    images: dict[str, wire.ImageSpec]
+
+    def restart(self) -> None:
+        """A new agent process on the same storage (the test driver's state is
+        kept while this process holds a connection)."""
+        self.agent = Agent.build(self.agent.config)
+        self.agent.start()
+        self.api = TestClient(create_app(self.agent))
+
+
+def image(files: FileServer, dirpath: Path, version: str) -> wire.ImageSpec:
+    p = dirpath / f"base-{version}.qcow2"
+    sha = make_qcow2(p, f"kvmss base {version}".encode())
+    return wire.ImageSpec(
+        reference=wire.ImageReference(publisher="kvmss", offer="tiny", sku="1", version=version),
+        url=files.url(p.name),
+        sha256=sha,
+    )
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    with storage_root("agent") as root:
+        served = root / "served"
+        served.mkdir()
+        files = FileServer(served)
+        cfg = AgentConfig.from_dict(
+            {
+                "name": "host-a",
+                "token": TOKEN,
+                "libvirt_uri": "test:///default",
+                "storage_dir": str(root / "agent"),
+                "bridge": {"name": "kvt0", "subnet": "10.250.0.0/24"},
+            }
+        )
+        agent = Agent.build(cfg, SystemClock())
+        agent.start()
+        e = Env(
+            root=root,
+            files=files,
+            agent=agent,
+            api=TestClient(create_app(agent)),
+            images={v: image(files, served, v) for v in ("1", "2")},
+        )
+        try:
+            yield e
+        finally:
+            for d in e.agent.hv.owned():
+                e.agent.hv.undefine(d.name)
+            e.agent.stop()
+            files.close()
+
+
+def spec(env: Env, version: str = "1", **kw: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "image": env.images[version].model_dump(mode="json", exclude_none=True),
+        "dataDisks": [{"lun": 0, "diskSizeGB": 1}, {"lun": 1, "diskSizeGB": 2}],
+        "osProfile": {"computerName": "web-0", "customData": "c2VjcmV0LWN1c3RvbS1kYXRh"},
+        "extensions": [
+            {"name": "app", "settings": {"commandToExecute": "echo app"}},
+            {
+                "name": "marker",
+                "settings": {"commandToExecute": "echo hi > /data/m"},
+                "provisionAfterExtensions": ["app"],
+            },
+        ],
+    }
+    body.update(kw)
+    return body
+
+
+def wait(env: Env, resp: Any) -> dict[str, Any]:
+    assert resp.status_code == 202, resp.text
+    op = wire.Operation(**resp.json())
+    for _ in range(400):
+        got = env.api.get(f"/v1/operations/{op.id}", headers=AUTH).json()
+        if got["status"] != "InProgress":
+            return dict(got)
+        SystemClock().sleep(0.01)
+    raise AssertionError("operation did not finish")
+
+
+def name() -> str:
+    return f"vm-{uuid.uuid4().hex[:8]}"
+
+
+def create(env: Env, n: str, **kw: Any) -> dict[str, Any]:
+    op = wait(env, env.api.put(f"/v1/instances/{n}", json=spec(env, **kw), headers=AUTH))
+    assert op["status"] == "Succeeded", op
+    return dict(env.api.get(f"/v1/instances/{n}", headers=AUTH).json())
+
+
+def test_create_defines_a_domain_with_overlay_seed_and_data_disks(env: Env) -> None:
+    n = name()
+    view = create(env, n)
+    assert view["current"]["generation"] == 1
+    assert view["previous"] is None
+    assert view["powerState"] == "running"
+    os_disk = Path(view["current"]["osDisk"])
+    info = qemuimg.info(os_disk)
+    base = env.agent.layout.cache_dir / env.images["1"].sha256
+    assert info.backing_file == str(base)
+    assert [d["lun"] for d in view["dataDisks"]] == [0, 1]
+    for d in view["dataDisks"]:
+        assert qemuimg.info(Path(d["path"])).virtual_size == d["diskSizeGB"] << 30
+    seed = read_seed_iso(env.agent.layout.seed(n, 1))
+    assert f"instance-id: {view['current']['instanceId']}" in seed.meta_data
+    assert view["address"] in seed.network_config
+    assert seed.user_data.startswith("#!")
+    # extensions are expected in provisionAfterExtensions order, none reported yet
+    assert [(e["name"], e["status"]) for e in view["extensions"]] == [
+        ("app", "NotStarted"),
+        ("marker", "NotStarted"),
+    ]
+    assert view["health"]["state"] == "Unknown"
+
+
+def test_generated_domain_xml_passes_virt_xml_validate(env: Env) -> None:
+    n = name()
+    create(env, n)
+    xml = env.agent.hv.get(n)
+    assert xml is not None
+    f = env.root / "dom.xml"
+    # validate the XML as we generate it for qemu (the test driver's copy says type=test)
+    f.write_text(Domain.from_xml(xml.to_xml()).to_xml().replace("type='test'", "type='qemu'"))
+    r = subprocess.run(["virt-xml-validate", str(f), "domain"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_reimage_rollback_commit_keep_data_disk_bytes(env: Env) -> None:
+    n = name()
+    view = create(env, n)
+    data = [Path(d["path"]) for d in view["dataDisks"]]
+    before = [sha256_file(p) for p in data]
+    first_id = view["current"]["instanceId"]
+
+    body = {"image": env.images["2"].model_dump(mode="json", exclude_none=True)}
+    op = wait(env, env.api.post(f"/v1/instances/{n}/reimage", json=body, headers=AUTH))
+    assert op["status"] == "Succeeded", op
+    v2 = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    assert v2["current"]["generation"] == 2
+    assert v2["current"]["image"]["version"] == "2"
+    assert v2["previous"]["generation"] == 1
+    assert v2["current"]["instanceId"] != first_id
+    assert Path(v2["previous"]["osDisk"]).exists()
+    seed2 = read_seed_iso(env.agent.layout.seed(n, 2))
+    assert v2["current"]["instanceId"] in seed2.meta_data
+
+    op = wait(env, env.api.post(f"/v1/instances/{n}/rollback", json={}, headers=AUTH))
+    assert op["status"] == "Succeeded", op
+    v1 = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    assert v1["current"]["generation"] == 1
+    assert v1["current"]["instanceId"] == first_id
+    assert v1["previous"] is None
+    assert not env.agent.layout.os_disk(n, 2).exists()
+    assert not env.agent.layout.seed(n, 2).exists()
+
+    # reimage again, then commit drops the previous disk
+    op = wait(env, env.api.post(f"/v1/instances/{n}/reimage", json=body, headers=AUTH))
+    v3 = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    # generation 2 was rolled back and its files removed: the number is free again
+    assert v3["current"]["generation"] == 2
+    assert v3["current"]["instanceId"] not in (first_id, v2["current"]["instanceId"])
+    op = wait(env, env.api.post(f"/v1/instances/{n}/commit", headers=AUTH))
+    assert op["status"] == "Succeeded", op
+    v3 = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    assert v3["previous"] is None
+    assert not env.agent.layout.os_disk(n, 1).exists()
+    assert sorted(p.name for p in env.agent.layout.instance_dir(n).glob("os-*")) == ["os-2.qcow2"]
+    assert [sha256_file(p) for p in data] == before
+    # the disks of the domain are what the metadata says
+    dom = env.agent.hv.get(n)
+    assert dom is not None
+    paths = {d.target: d.path for d in dom.disks}
+    assert paths["vda"] == str(env.agent.layout.os_disk(n, 2))
+    assert paths["vdb"] == str(data[0])
+    assert paths["vdc"] == str(data[1])
+
+
+def test_rollback_without_previous_is_409(env: Env) -> None:
+    n = name()
+    create(env, n)
+    r = env.api.post(f"/v1/instances/{n}/rollback", json={}, headers=AUTH)
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "NoPreviousOsDisk"
+
+
+def test_put_again_is_idempotent_and_adds_data_disks(env: Env) -> None:
+    n = name()
+    view = create(env, n)
+    body = spec(env, dataDisks=[{"lun": 0, "diskSizeGB": 1}, {"lun": 3, "diskSizeGB": 1}])
+    op = wait(env, env.api.put(f"/v1/instances/{n}", json=body, headers=AUTH))
+    assert op["status"] == "Succeeded"
+    again = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    assert again["current"] == view["current"]
+    # lun 1 is not in the new spec but is never removed; lun 3 is added
+    assert [d["lun"] for d in again["dataDisks"]] == [0, 1, 3]
+
+
+def test_same_operation_id_returns_the_same_operation(env: Env) -> None:
+    n = name()
+    body = spec(env, operationId="op-fixed-1")
+    r1 = env.api.put(f"/v1/instances/{n}", json=body, headers=AUTH)
+    r2 = env.api.put(f"/v1/instances/{n}", json=body, headers=AUTH)
+    assert r1.json()["id"] == r2.json()["id"] == "op-fixed-1"
+    wait(env, r1)
+    assert len([d for d in env.agent.hv.owned() if d.name == n]) == 1
+
+
+def test_delete_keeps_data_disks_unless_asked(env: Env) -> None:
+    n = name()
+    view = create(env, n)
+    op = wait(env, env.api.delete(f"/v1/instances/{n}", headers=AUTH))
+    assert op["status"] == "Succeeded"
+    assert env.agent.hv.get(n) is None
+    kept = [Path(d["path"]) for d in view["dataDisks"]]
+    assert all(p.exists() for p in kept)
+    assert not env.agent.layout.os_disk(n, 1).exists()
+    # a new instance of the same name gets its data disks back
+    again = create(env, n)
+    assert [d["path"] for d in again["dataDisks"]] == [str(p) for p in kept]
+    op = wait(
+        env, env.api.delete(f"/v1/instances/{n}", params={"deleteDataDisks": "true"}, headers=AUTH)
+    )
+    assert not any(p.exists() for p in kept)
+
+
+# -- bad input: a clear 4xx and nothing changed ----------------------------------
+
+
+def _nothing_for(env: Env, n: str) -> None:
+    assert env.agent.hv.get(n) is None
+    assert not env.agent.layout.instance_dir(n).exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/instances/Bad_Name", "/v1/instances/..%2Fetc", "/v1/instances/a%00b", "/v1/instances/-x"],
+)
+def test_malformed_names_are_400(env: Env, path: str) -> None:
+    r = env.api.put(path, json=spec(env), headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "InvalidName"
+    assert "instance name" in r.json()["error"]["message"]
+
+
+def test_unknown_instance_is_404(env: Env) -> None:
+    for method, path in [
+        ("GET", "/v1/instances/nope"),
+        ("POST", "/v1/instances/nope/rollback"),
+        ("POST", "/v1/instances/nope/commit"),
+    ]:
+        r = env.api.request(method, path, headers=AUTH, json={})
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["error"]["code"] == "NotFound"
+
+
+def test_extension_cycle_is_400_and_names_the_field(env: Env) -> None:
+    n = name()
+    exts = [
+        {"name": "a", "settings": {"commandToExecute": "true"}, "provisionAfterExtensions": ["b"]},
+        {"name": "b", "settings": {"commandToExecute": "true"}, "provisionAfterExtensions": ["a"]},
+    ]
+    r = env.api.put(f"/v1/instances/{n}", json=spec(env, extensions=exts), headers=AUTH)
+    assert r.status_code == 400
+    assert "provisionAfterExtensions" in r.json()["error"]["message"]
+    _nothing_for(env, n)
+
+
+def test_field_errors_name_the_field(env: Env) -> None:
+    n = name()
+    r = env.api.put(
+        f"/v1/instances/{n}", json=spec(env, dataDisks=[{"lun": 99, "diskSizeGB": 1}]), headers=AUTH
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].startswith("dataDisks.0.lun")
+    _nothing_for(env, n)
+
+
+def _bad_image(env: Env, kind: str) -> dict[str, Any]:
+    served = env.root / "served"
+    good = env.images["1"]
+    if kind == "sha":
+        return good.model_copy(update={"sha256": "0" * 64}).model_dump(mode="json")
+    p = served / f"bad-{kind}.qcow2"
+    if kind == "backing":
+        qemuimg.create_overlay(p, served / "base-1.qcow2")
+    elif kind == "truncated":
+        make_qcow2(p, b"x" * 65536 * 3, size_mib=16)
+        with p.open("r+b") as f:
+            f.truncate(p.stat().st_size // 2)
+    sha = sha256_file(p)
+    return good.model_copy(update={"sha256": sha, "url": env.files.url(p.name)}).model_dump(
+        mode="json"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("sha", "ImageSha256Mismatch"),
+        ("backing", "ImageBackingFile"),
+        ("truncated", "ImageCheckFailed"),
+    ],
+)
+def test_bad_images_are_422_and_touch_nothing(env: Env, kind: str, code: str) -> None:
+    n = name()
+    body = spec(env)
+    body["image"] = _bad_image(env, kind)
+    r = env.api.put(f"/v1/instances/{n}", json=body, headers=AUTH)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == code
+    _nothing_for(env, n)
+    cached = sorted(p.name for p in env.agent.layout.cache_dir.iterdir())
+    assert all(not c.endswith(".part") for c in cached)
+    # an existing instance asked to reimage to it is untouched too
+    m = name()
+    view = create(env, m)
+    r = env.api.post(f"/v1/instances/{m}/reimage", json={"image": body["image"]}, headers=AUTH)
+    assert r.status_code == 422
+    after = env.api.get(f"/v1/instances/{m}", headers=AUTH).json()
+    assert after["current"] == view["current"] and after["previous"] is None
+
+
+def test_no_token_or_wrong_token_is_401_everywhere(env: Env) -> None:
+    routes = [
+        (r.methods, r.path)  # type: ignore[attr-defined]
+        for r in env.api.app.routes  # type: ignore[attr-defined]
+        if getattr(r, "path", "").startswith("/v1/")
+    ]
+    assert len(routes) >= 9
+    for methods, path in routes:
+        url = path.replace("{name}", "vm-x").replace("{op_id}", "x").replace("{rest:path}", "a/b")
+        for method in methods:
+            for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": TOKEN}):
+                r = env.api.request(method, url, headers=headers, json={})
+                assert r.status_code == 401, (method, url, headers, r.text)
+                assert r.json()["error"]["code"] == "Unauthorized"
+
+
+def test_busy_instance_is_409(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = name()
+    create(env, n)
+    gate = threading.Event()
+    real_stop = env.agent.hv.stop
+
+    def slow_stop(nm: str, timeout: float) -> bool:
+        gate.wait(10)
+        return real_stop(nm, timeout)
+
+    monkeypatch.setattr(env.agent.hv, "stop", slow_stop)
+    body = {"image": env.images["2"].model_dump(mode="json", exclude_none=True)}
+    r1 = env.api.post(f"/v1/instances/{n}/reimage", json=body, headers=AUTH)
+    assert r1.status_code == 202
+    r2 = env.api.post(f"/v1/instances/{n}/commit", headers=AUTH)
+    assert r2.status_code == 409
+    assert r2.json()["error"]["code"] == "Conflict"
+    gate.set()
+    assert wait(env, r1)["status"] == "Succeeded"
+
+
+# -- guest reports ---------------------------------------------------------------
+
+
+def test_guest_reports_need_the_instance_token_and_current_instance_id(env: Env) -> None:
+    a, b = name(), name()
+    va, _vb = create(env, a), create(env, b)
+    guest = TestClient(create_guest_app(env.agent))
+    iid = va["current"]["instanceId"]
+    url = f"/v1/guest/instances/{a}/extensions/app"
+    good = {"Authorization": f"Bearer {env.agent.tokens.token(a)}"}
+    body = {"instanceId": iid, "status": "Succeeded", "exitCode": 0, "outputBase64": "aGk="}
+    assert guest.post(url, json=body).status_code == 401
+    other = {"Authorization": f"Bearer {env.agent.tokens.token(b)}"}
+    assert guest.post(url, json=body, headers=other).status_code == 401
+    assert guest.post(url, json=body, headers=AUTH).status_code == 401
+    stale = {**body, "instanceId": "i-old"}
+    assert guest.post(url, json=stale, headers=good).status_code == 409
+    assert (
+        guest.post(f"/v1/guest/instances/{a}/extensions/zzz", json=body, headers=good).status_code
+        == 404
+    )
+    assert guest.post(url, json=body, headers=good).status_code == 204
+    fail = {"instanceId": iid, "status": "Failed", "exitCode": 3}
+    r = guest.post(f"/v1/guest/instances/{a}/extensions/marker", json=fail, headers=good)
+    assert r.status_code == 204
+    view = env.api.get(f"/v1/instances/{a}", headers=AUTH).json()
+    exts = {e["name"]: e for e in view["extensions"]}
+    assert exts["app"]["status"] == "Succeeded" and exts["app"]["message"] == "hi"
+    assert exts["marker"]["status"] == "Failed" and exts["marker"]["exitCode"] == 3
+    assert view["health"]["state"] == "Unhealthy"
+    assert "extension marker failed (exit code 3)" in view["health"]["reasons"]
+    # the management API is not served by the guest listener
+    assert guest.get("/v1/instances", headers=AUTH).status_code == 404
+
+
+def test_extensions_succeeded_and_running_is_healthy(env: Env) -> None:
+    n = name()
+    view = create(env, n)
+    guest = TestClient(create_guest_app(env.agent))
+    good = {"Authorization": f"Bearer {env.agent.tokens.token(n)}"}
+    for ext in ("app", "marker"):
+        body = {"instanceId": view["current"]["instanceId"], "status": "Succeeded", "exitCode": 0}
+        r = guest.post(f"/v1/guest/instances/{n}/extensions/{ext}", json=body, headers=good)
+        assert r.status_code == 204
+    view = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    assert view["health"] == {"state": "Healthy", "reasons": []}
+    wait(env, env.api.post(f"/v1/instances/{n}/stop", headers=AUTH))
+    view = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    assert view["health"]["state"] == "Unhealthy"
+    assert view["powerState"] == "stopped"
+
+
+# -- crash recovery (in process: the worker dies at each step) -------------------
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL inside one process: nothing after it runs."""
+
+
+REIMAGE_STEPS = ["prepared", "stopped", "swapped", "started"]
+
+
+@pytest.mark.parametrize("step", REIMAGE_STEPS)
+def test_reimage_interrupted_at_each_step_settles_on_restart(
+    env: Env, step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = name()
+    create(env, n)
+
+    died = threading.Event()
+
+    def die(kind: str, at: str) -> None:
+        if (kind, at) == ("reimage", step):
+            died.set()
+            raise _Killed
+
+    monkeypatch.setattr("hostagent.instances.crash_point", die)
+    body = {"image": env.images["2"].model_dump(mode="json", exclude_none=True)}
+    r = env.api.post(f"/v1/instances/{n}/reimage", json=body, headers=AUTH)
+    op_id = r.json()["id"]
+    assert died.wait(10)
+    SystemClock().sleep(0.05)
+    monkeypatch.setattr("hostagent.instances.crash_point", faults.crash_point)
+    assert env.agent.ops.get(op_id).status == "InProgress"  # type: ignore[union-attr]
+    env.agent.prober.stop()
+    env.restart()
+    op = env.api.get(f"/v1/operations/{op_id}", headers=AUTH).json()
+    view = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+    swapped = step in ("swapped", "started")
+    assert op["status"] == ("Succeeded" if swapped else "Failed"), op
+    assert view["current"]["generation"] == (2 if swapped else 1)
+    assert view["powerState"] == "running"
+    on_disk = sorted(p.name for p in env.agent.layout.instance_dir(n).glob("os-*"))
+    assert on_disk == (["os-1.qcow2", "os-2.qcow2"] if swapped else ["os-1.qcow2"])
+    assert env.agent.instances.journal.get(n) is None
+
+
+def test_missing_test_root_is_cleaned(env: Env) -> None:
+    # the storage root is created with modes libvirt's QEMU user can traverse
+    assert (env.agent.layout.root.stat().st_mode & 0o777) == 0o755
+    assert (env.agent.layout.journal_dir.stat().st_mode & 0o777) == 0o700
+    assert shutil.which("virt-xml-validate")
