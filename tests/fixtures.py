@@ -56,8 +56,8 @@ class FileServer:
 
     @property
     def base_url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self.httpd.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def url(self, name: str) -> str:
         return f"{self.base_url}/{name}"

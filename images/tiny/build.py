@@ -48,7 +48,6 @@ CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 quiet"
 MTIME = 1_700_000_000
 # The version becomes an image reference part and a line in /etc/os-release.
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_HOST_INPUTS = (host.BUSYBOX, Path("/sbin/mke2fs"), Path("/sbin/blkid"))
 
 
 def check_version(version: str) -> str:
@@ -127,7 +126,7 @@ def build(version: str, out: Path, *, kernel_version: str | None = None) -> Mani
     with _locked(out):
         kernel = find_kernel(kernel_version)
         recipe = recipe_digest()
-        inputs = inputs_digest(kernel.version, (kernel.image, *_HOST_INPUTS))
+        inputs = inputs_digest(kernel.version, (kernel.image, *rootfs.HOST_PROGRAMS))
         existing = _reusable(out, version, recipe, inputs)
         if existing is not None:
             return existing

@@ -103,9 +103,7 @@ def newc_archive(root: Path, *, mtime: int, nodes: Sequence[DeviceNode] = ()) ->
     return b"".join(chunks)
 
 
-def write_initramfs(
-    root: Path, out: Path, *, mtime: int, nodes: Sequence[DeviceNode] = ()
-) -> None:
+def write_initramfs(root: Path, out: Path, *, mtime: int, nodes: Sequence[DeviceNode] = ()) -> None:
     """Write the gzip-compressed newc archive of ``root`` (and ``nodes``) to ``out``."""
     archive = newc_archive(root, mtime=mtime, nodes=nodes)
     out.write_bytes(gzip.compress(archive, compresslevel=9, mtime=mtime))

@@ -34,8 +34,11 @@ def module_name(path: str) -> str:
     return base.replace("-", "_")
 
 
-def _version_key(version: str) -> tuple[int | str, ...]:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-+~]", version))
+def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key for kernel versions: numeric parts as numbers, after words."""
+    return tuple(
+        (1, int(p), "") if p.isdigit() else (0, 0, p) for p in re.split(r"[.\-+~]", version)
+    )
 
 
 @dataclass(frozen=True)

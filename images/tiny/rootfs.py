@@ -19,9 +19,14 @@ from images.tiny import host
 from images.tiny.kernel import Kernel, ModuleIndex, install_modules
 
 GUEST_ROOTFS = Path(__file__).parent / "guest" / "rootfs"
+MKE2FS = Path("/sbin/mke2fs")
+BLKID = Path("/sbin/blkid")
+# Host programs copied into the image (their content is part of the build inputs).
+HOST_PROGRAMS = (host.BUSYBOX, MKE2FS, BLKID)
 
 # Loaded by the boot script: the SATA CD-ROM that carries the NoCloud seed,
-# virtio networking, and the ACPI power button as an input device for acpid.
+# virtio networking, the ACPI power button as an input device for acpid, and
+# virtio-rng (when the VM has one, the guest's random pool is ready at once).
 RUNTIME_MODULES = (
     "scsi_mod",
     "libata",
@@ -36,6 +41,7 @@ RUNTIME_MODULES = (
     "af_packet",
     "evdev",
     "button",
+    "virtio_rng",
 )
 
 _DIRS = {
@@ -107,9 +113,9 @@ def stage(
     for rel, target in _SYMLINKS.items():
         (root / rel).symlink_to(target)
     # Real programs first: busybox only links applets whose path is still free.
-    host.install_program(root, Path("/sbin/mke2fs"), "/sbin/mke2fs")
+    host.install_program(root, MKE2FS, "/sbin/mke2fs")
     (root / "sbin" / "mkfs.ext4").symlink_to("mke2fs")
-    host.install_program(root, Path("/sbin/blkid"), "/sbin/blkid")
+    host.install_program(root, BLKID, "/sbin/blkid")
     host.install_busybox(root, flat=False)
     if Path("/etc/mke2fs.conf").is_file():
         host.install_file(root, Path("/etc/mke2fs.conf"), "/etc/mke2fs.conf")
@@ -163,3 +169,30 @@ def make_ext4(root: Path, raw: Path, *, size_bytes: int, version: str, mtime: in
         what="making the root filesystem",
         env={"E2FSPROGS_FAKE_TIME": str(mtime)},
     )
+    _set_ctimes(root, raw, mtime)
+
+
+def _set_ctimes(root: Path, raw: Path, ctime: int) -> None:
+    """``mkfs.ext4 -d`` copies each file's ctime, which no one can set on the
+    staging tree; rewrite them in the filesystem so rebuilds are identical."""
+    lines = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted((*dirnames, *filenames)):
+            rel = "/" + (Path(dirpath) / name).relative_to(root).as_posix()
+            if any(c in rel for c in '"\\\n'):
+                raise host.BuildError(
+                    f"root filesystem path {rel!r} has a character debugfs cannot take"
+                )
+            lines.append(f'set_inode_field "{rel}" ctime @{ctime}\n')
+    script = raw.with_name(raw.name + ".debugfs")
+    script.write_text("".join(lines))
+    proc = host.run(
+        ["debugfs", "-w", "-f", str(script), str(raw)],
+        what="fixing root filesystem ctimes",
+        env={"E2FSPROGS_FAKE_TIME": str(ctime)},
+    )
+    # debugfs exits 0 whatever its commands did; anything but its banner is an error.
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("debugfs ")]
+    if errors:
+        raise host.BuildError(f"fixing root filesystem ctimes: debugfs said {errors[0]}")
+    script.unlink()

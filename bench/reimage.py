@@ -1,0 +1,146 @@
+"""How much of a reimage is the agent's own work?
+
+Boots a real TCG guest from the tiny image under a real agent (in this
+process, on qemu:///system), then reimages it several times between two image
+versions and prints, measured in this one run:
+
+- the agent's own work per reimage: everything but waiting for the guest to
+  shut down and to boot (cached-image check, overlay, seed ISO, journal
+  writes, the domain redefinition, the start call);
+- the guest's boot time: from the start call returning to the instance being
+  healthy (extension reported, HTTP probe passing);
+- their ratio (goal: <= 0.05).
+
+Run as root from the repository: .venv/bin/python bench/reimage.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hostagent import bridge, wire  # noqa: E402
+from hostagent.config import AgentConfig  # noqa: E402
+from hostagent.server import AgentServer  # noqa: E402
+from hostagent.service import Agent  # noqa: E402
+from images.tiny.build import build  # noqa: E402
+from tests.agentproc import free_port, tiny_image_spec  # noqa: E402
+from tests.fixtures import FileServer, storage_root  # noqa: E402
+
+HTTPD = "mkdir -p /www && echo ok > /www/health && busybox httpd -p 8080 -h /www && echo started"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args()
+    images = REPO / "build" / "images"
+    for v in ("1", "2"):
+        build(v, images / f"tiny-{v}")
+    files = FileServer(images)
+    with storage_root("bench") as root:
+        tag = uuid.uuid4().hex[:6]
+        cfg = AgentConfig.from_dict(
+            {
+                "name": "bench",
+                "listen": f"127.0.0.1:{free_port()}",
+                "token": "bench-token-0123456789",
+                "libvirt_uri": "qemu:///system",
+                "storage_dir": str(root / "storage"),
+                "bridge": {"name": f"kvb{tag}", "subnet": "10.199.77.0/24"},
+                "guest_port": free_port(),
+                "shutdown_timeout": 20,
+            }
+        )
+        agent = Agent.build(cfg)
+        agent.start()
+        server = AgentServer(agent)
+        server.start_background()
+        mgr = agent.instances
+        specs = {v: tiny_image_spec(files.base_url, v, images / f"tiny-{v}") for v in "12"}
+        spec = wire.InstanceSpec(
+            image=specs["1"],
+            osProfile=wire.OsProfile(computerName="bench"),
+            dataDisks=[wire.DataDisk(lun=0, diskSizeGB=1)],
+            extensions=[wire.Extension(name="httpd", settings={"commandToExecute": HTTPD})],
+            healthProbe=wire.HealthProbe(
+                protocol="Http", port=8080, requestPath="/health", intervalInSeconds=1,
+                numberOfProbes=1,
+            ),
+        )  # fmt: skip
+        name = "bench-0"
+        stop_times: list[float] = []
+        start_done: list[float] = []
+        start_took: list[float] = []
+        real_stop, real_start = agent.hv.stop, agent.hv.start
+
+        def timed_stop(n: str, timeout: float) -> bool:
+            t = time.monotonic()
+            try:
+                return real_stop(n, timeout)
+            finally:
+                stop_times.append(time.monotonic() - t)
+
+        def timed_start(n: str) -> None:
+            t = time.monotonic()
+            real_start(n)
+            start_done.append(time.monotonic())
+            start_took.append(start_done[-1] - t)
+
+        agent.hv.stop = timed_stop  # type: ignore[method-assign,assignment]
+        agent.hv.start = timed_start  # type: ignore[method-assign,assignment]
+
+        def wait_healthy(timeout: float = 120) -> float:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if mgr.view(name).health.state == "Healthy":
+                    return time.monotonic()
+                time.sleep(0.05)
+            raise SystemExit(f"{name} did not become healthy: {mgr.view(name).health}")
+
+        try:
+            agent.instances.builder.fetch(specs["2"])  # both versions cached, as in a rollout
+            mgr.create("bench-create", name, spec)
+            wait_healthy()
+            work, boots = [], []
+            for i in range(args.rounds):
+                target = specs["2" if i % 2 == 0 else "1"]
+                stop_times.clear()
+                start_done.clear()
+                start_took.clear()
+                t0 = time.monotonic()
+                mgr.reimage(f"bench-{i}", name, target)
+                t1 = time.monotonic()
+                mgr.commit(f"bench-c{i}", name)
+                t2 = time.monotonic()
+                healthy_at = wait_healthy()
+                work.append((t1 - t0) - sum(stop_times) + (t2 - t1))
+                boots.append(healthy_at - start_done[-1])
+                print(
+                    f"round {i + 1}: agent work {work[-1] * 1000:7.1f} ms"
+                    f" (of which libvirt's domain start {start_took[-1] * 1000:5.1f} ms)"
+                    f"  (shutdown wait {sum(stop_times):5.2f} s)"
+                    f"  boot to healthy {boots[-1]:5.2f} s"
+                )
+            w, b = statistics.median(work), statistics.median(boots)
+            print(f"median agent work per reimage: {w * 1000:.1f} ms")
+            print(f"median guest boot to healthy:  {b:.2f} s")
+            print(f"ratio agent work / boot: {w / b:.4f} (goal <= 0.05)")
+            return 0 if w / b <= 0.05 else 1
+        finally:
+            server.stop()
+            agent.hv.undefine(name)
+            agent.stop()
+            bridge.delete_bridge(cfg.bridge_name)
+            files.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
