@@ -38,6 +38,16 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   touch "$stamp"
 fi
 
+# /dev/kvm that libvirt-qemu cannot open makes libvirt re-probe QEMU on every
+# call (see ENVIRONMENT.md); an ACL fixes it. Domains still pick qemu or kvm by
+# the agent's own rule. Set before libvirtd starts and probes QEMU.
+if [[ -e /dev/kvm ]] && id libvirt-qemu >/dev/null 2>&1; then
+  if ! getfacl -p /dev/kvm 2>/dev/null | grep -q '^user:libvirt-qemu:rw'; then
+    log "granting libvirt-qemu access to /dev/kvm"
+    setfacl -m u:libvirt-qemu:rw /dev/kvm
+  fi
+fi
+
 # libvirt daemons (no systemd on CI machines; on real hosts systemd runs them).
 pgrep -x virtlogd >/dev/null || { log "starting virtlogd"; virtlogd -d; }
 if ! pgrep -x libvirtd >/dev/null; then
@@ -48,13 +58,3 @@ for _ in $(seq 50); do
   virsh -c qemu:///system version >/dev/null 2>&1 && break
   sleep 0.2
 done
-
-# /dev/kvm that libvirt-qemu cannot open makes libvirt re-probe QEMU on every
-# call (see ENVIRONMENT.md); an ACL fixes it. Domains still pick qemu or kvm by
-# the agent's own rule.
-if [[ -e /dev/kvm ]] && id libvirt-qemu >/dev/null 2>&1; then
-  if ! getfacl -p /dev/kvm 2>/dev/null | grep -q '^user:libvirt-qemu:rw'; then
-    log "granting libvirt-qemu access to /dev/kvm"
-    setfacl -m u:libvirt-qemu:rw /dev/kvm
-  fi
-fi

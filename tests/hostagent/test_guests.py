@@ -215,6 +215,24 @@ def test_healthy_within_interval_times_probes_of_service_start(lab: Lab) -> None
     run(c, c.delete("late-0", delete_data_disks=True))
 
 
+def test_application_health_extension_reports_from_inside(lab: Lab) -> None:
+    c = lab.client
+    exts = [
+        wire.Extension(name="httpd", settings={"commandToExecute": HTTPD_EXT}),
+        wire.Extension(
+            name="health",
+            type="ApplicationHealthLinux",
+            settings={"protocol": "http", "port": 8080, "requestPath": "/health"},
+            provisionAfterExtensions=["httpd"],
+        ),
+    ]
+    run(c, c.put_instance("app-0", spec(lab, "1", extensions=exts, probe=False)))
+    v = wait_view(c, "app-0", healthy)
+    assert v.applicationHealth == "Healthy"
+    assert v.probe is None
+    run(c, c.delete("app-0", delete_data_disks=True))
+
+
 @pytest.mark.parametrize("step", ["prepared", "stopped", "swapped", "started"])
 def test_agent_sigkilled_after_each_reimage_step(lab: Lab, step: str) -> None:
     c = lab.client
