@@ -8,17 +8,19 @@ is rejected before anything starts.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Query, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from starlette.responses import Response as StarletteResponse
 
 from hostagent import wire
 from hostagent.imagecache import ImageRejected
 from hostagent.instances import InstanceManager
 from hostagent.operations import Busy, OperationFailed
 from hostagent.service import Agent
-from kvmss.httperrors import ApiError, install
+from kvmss.httperrors import ApiError, error_response, install
 
 
 def _name(name: str) -> str:
@@ -33,6 +35,22 @@ def create_app(agent: Agent) -> FastAPI:
     install(app)
     mgr: InstanceManager = agent.instances
     token = agent.config.token.encode()
+    guest_net = ipaddress.IPv4Network(agent.config.subnet)
+
+    @app.middleware("http")
+    async def no_guests(
+        request: Request, call_next: Callable[[Request], Awaitable[StarletteResponse]]
+    ) -> StarletteResponse:
+        # Even when listening on all addresses, the management API never
+        # answers a guest (a peer on the guest subnet).
+        peer = request.client.host if request.client else ""
+        try:
+            from_guest = ipaddress.ip_address(peer) in guest_net
+        except ValueError:
+            from_guest = False
+        if from_guest:
+            return error_response(403, "Forbidden", "the management API is not served to guests")
+        return await call_next(request)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
         if authorization is None:

@@ -19,6 +19,8 @@ from kvmss.clock import Clock, iso8601
 
 log = logging.getLogger(__name__)
 
+RETENTION_SECONDS = 7 * 86400
+
 
 class OperationFailed(Exception):
     """An operation ended in failure; ``code`` and the message go to the caller."""
@@ -50,11 +52,15 @@ class Operations:
         self._ops: dict[str, wire.Operation] = {}
         self._busy: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
+        horizon = clock.now() - RETENTION_SECONDS
         for p in sorted(directory.glob("*.json")):
             try:
                 op = wire.Operation(**atomicfile.read_json(p))
             except (ValueError, TypeError) as e:
                 log.error("unreadable operation record %s: %s", p.name, e)
+                continue
+            if op.status != "InProgress" and p.stat().st_mtime < horizon:
+                p.unlink()  # finished long ago: the controller has long read it
                 continue
             self._ops[op.id] = op
 

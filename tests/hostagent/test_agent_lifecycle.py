@@ -378,6 +378,15 @@ def test_no_token_or_wrong_token_is_401_everywhere(env: Env) -> None:
                 assert r.json()["error"]["code"] == "Unauthorized"
 
 
+def test_management_api_refuses_peers_on_the_guest_subnet(env: Env) -> None:
+    from_guest = TestClient(create_app(env.agent), client=("10.250.0.7", 40000))
+    r = from_guest.get("/v1/instances", headers=AUTH)
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "Forbidden"
+    from_host = TestClient(create_app(env.agent), client=("127.0.0.1", 40000))
+    assert from_host.get("/v1/instances", headers=AUTH).status_code == 200
+
+
 def test_busy_instance_is_409(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     n = name()
     create(env, n)
@@ -501,3 +510,22 @@ def test_missing_test_root_is_cleaned(env: Env) -> None:
     assert (env.agent.layout.root.stat().st_mode & 0o777) == 0o755
     assert (env.agent.layout.journal_dir.stat().st_mode & 0o777) == 0o700
     assert shutil.which("virt-xml-validate")
+
+
+def test_finished_operations_are_forgotten_after_a_week(env: Env) -> None:
+    import os
+
+    from hostagent.operations import RETENTION_SECONDS, Operations
+
+    n = name()
+    create(env, n)
+    old = wait(env, env.api.post(f"/v1/instances/{n}/stop", headers=AUTH))
+    recent = wait(env, env.api.post(f"/v1/instances/{n}/start", headers=AUTH))
+    opdir = env.agent.layout.operations_dir
+    week_ago = SystemClock().now() - RETENTION_SECONDS - 60
+    os.utime(opdir / f"{old['id']}.json", (week_ago, week_ago))
+    ops = Operations(opdir, SystemClock())
+    assert ops.get(old["id"]) is None
+    assert ops.get(recent["id"]) is not None
+    assert not (opdir / f"{old['id']}.json").exists()
+    ops.shutdown()

@@ -1,0 +1,1097 @@
+"""The controller's persistent state: one interface over SQLAlchemy Core.
+
+SQLite (one file, ``sqlite:///path``) is the default; PostgreSQL can serve
+later without touching callers, because nothing here depends on SQLite
+beyond the connection set-up in :func:`_sqlite_engine`.
+
+Rules every method follows:
+
+- Every write is one short transaction. On SQLite a write transaction starts
+  with ``BEGIN IMMEDIATE``, so two writers queue on the busy timeout instead
+  of one failing when it upgrades a read lock; reads use a deferred ``BEGIN``
+  and see one snapshot (WAL mode, so reads never wait for a writer).
+- Compare-and-swap updates (Nova's ``expected_task_state``) are a single
+  ``UPDATE ... WHERE <key> AND <expected value>`` whose row count says
+  whether it applied, so they are atomic on any database.
+- One running upgrade per scale set is a partial unique index
+  (``scale_set WHERE status = 'RollingForward'``), enforced by the database
+  itself, so two controllers racing cannot both start one.
+- Records go in and come out as frozen dataclasses; no SQLAlchemy object
+  leaves this module. Secrets (a host's token, a scale set body with its
+  customData) are kept out of the records' reprs and out of every message.
+
+Foreign keys: instances, upgrades, upgrade instances and decisions belong to
+their scale set / upgrade. Deleting a scale set deletes its upgrades (and
+their instances and decisions) but is refused (:class:`Conflict`) while it
+still has instances: the instance rows are how the controller finds the VMs
+to remove from their hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from kvmss.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_R = TypeVar("_R", bound="DataclassInstance")
+
+SCHEMA_VERSION: Final = 1
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+UPGRADE_STATUSES: Final = frozenset({"RollingForward", "Cancelled", "Completed", "Faulted"})
+RUNNING: Final = "RollingForward"
+STARTED_BY: Final = frozenset({"Platform", "User"})
+UPGRADE_INSTANCE_STATES: Final = frozenset(
+    {
+        "Pending",
+        "Reimaging",
+        "WaitingHealth",
+        "Succeeded",
+        "Failed",
+        "RollingBack",
+        "RolledBack",
+        "RollbackFailed",
+        "Skipped",
+    }
+)
+HISTORY_LIMIT: Final = 5
+HISTORY_MAX_AGE_SECONDS: Final = 60 * 86400
+
+_INSTANCE_ID_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+# --- errors ------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (base of every store error)."""
+
+
+class NotFound(StoreError):
+    """The row asked for does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """A row with that key exists already."""
+
+
+class Conflict(StoreError):
+    """A compare-and-swap or a uniqueness rule refused the write."""
+
+
+# --- records -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    publisher: str
+    offer: str
+    sku: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.publisher}/{self.offer}/{self.sku}/{self.version}"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    publisher: str
+    offer: str
+    sku: str
+    version: str
+    sha256: str
+    size_bytes: int
+    virtual_size: int
+    path: Path
+    published_at: float
+    kernel_path: Path | None = None
+    kernel_sha256: str | None = None
+    initrd_path: Path | None = None
+    initrd_sha256: str | None = None
+    cmdline: str | None = None
+
+    @property
+    def ref(self) -> ImageRef:
+        return ImageRef(self.publisher, self.offer, self.sku, self.version)
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    url: str
+    token: str = field(repr=False)
+    registered_at: float
+
+
+@dataclass(frozen=True)
+class ScaleSetRecord:
+    name: str
+    # The validated model body; holds customData, so it never shows in a repr.
+    body: dict[str, Any] = field(repr=False)
+    generation: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    scale_set: str
+    instance_id: str
+    name: str
+    host: str
+    update_domain: int
+    fault_domain: int
+    image_version: str | None  # what the controller believes it runs; None = unknown
+    state: str
+    updated_at: float = 0.0  # set by the store on every write
+
+
+@dataclass(frozen=True)
+class UpgradeRecord:
+    id: str
+    scale_set: str
+    started_by: str
+    target: ImageRef
+    status: str
+    start_time: float
+    policy: dict[str, Any]
+    batches: list[list[str]]
+    end_time: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    cancel_requested: bool = False
+    current_batch: int = 0
+    successful_count: int = 0
+    failed_count: int = 0
+    in_progress_count: int = 0
+    pending_count: int = 0
+    rolled_back_ok: int = 0
+    rolled_back_failed: int = 0
+    rollback_error: str | None = None
+
+
+@dataclass(frozen=True)
+class UpgradeInstanceRecord:
+    upgrade_id: str
+    instance_id: str
+    batch: int
+    state: str = "Pending"
+    operation_id: str | None = None
+    from_version: str | None = None
+    started_at: float | None = None
+    deadline: float | None = None
+    finished_at: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    upgrade_id: str
+    seq: int
+    time: float
+    instance_id: str | None
+    event: str
+    message: str
+
+
+def new_upgrade_id() -> str:
+    return str(uuid.uuid4())
+
+
+def instance_name(scale_set: str, instance_id: str) -> str:
+    """The instance's name on its host: ``<scaleset>-<id>``."""
+    return f"{scale_set}-{instance_id}"
+
+
+# --- schema --------------------------------------------------------------------
+
+metadata = MetaData()
+
+schema_version_table = Table(
+    "schema_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+)
+
+images_table = Table(
+    "images",
+    metadata,
+    Column("publisher", String(64), primary_key=True),
+    Column("offer", String(64), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("virtual_size", BigInteger, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("published_at", Double, nullable=False),
+    Column("kernel_path", Text),
+    Column("kernel_sha256", String(64)),
+    Column("initrd_path", Text),
+    Column("initrd_sha256", String(64)),
+    Column("cmdline", Text),
+)
+
+hosts_table = Table(
+    "hosts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("token", Text, nullable=False),
+    Column("registered_at", Double, nullable=False),
+)
+
+scale_sets_table = Table(
+    "scale_sets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+instances_table = Table(
+    "instances",
+    metadata,
+    Column(
+        "scale_set",
+        String(64),
+        ForeignKey("scale_sets.name", ondelete="RESTRICT"),
+        primary_key=True,
+    ),
+    Column("instance_id", String(20), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("host", String(64), nullable=False),
+    Column("update_domain", Integer, nullable=False),
+    Column("fault_domain", Integer, nullable=False),
+    Column("image_version", String(64)),
+    Column("state", String(32), nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+upgrades_table = Table(
+    "upgrades",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "scale_set",
+        String(64),
+        ForeignKey("scale_sets.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("started_by", String(16), nullable=False),
+    Column("target_publisher", String(64), nullable=False),
+    Column("target_offer", String(64), nullable=False),
+    Column("target_sku", String(64), nullable=False),
+    Column("target_version", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("start_time", Double, nullable=False),
+    Column("end_time", Double),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("policy", Text, nullable=False),
+    Column("batches", Text, nullable=False),
+    Column("current_batch", Integer, nullable=False),
+    Column("successful_count", Integer, nullable=False),
+    Column("failed_count", Integer, nullable=False),
+    Column("in_progress_count", Integer, nullable=False),
+    Column("pending_count", Integer, nullable=False),
+    Column("rolled_back_ok", Integer, nullable=False),
+    Column("rolled_back_failed", Integer, nullable=False),
+    Column("rollback_error", Text),
+)
+
+# DESIGN.md rule 8: one rolling upgrade per scale set, enforced by the database.
+Index(
+    "upgrades_one_running_per_scale_set",
+    upgrades_table.c.scale_set,
+    unique=True,
+    sqlite_where=upgrades_table.c.status == RUNNING,
+    postgresql_where=upgrades_table.c.status == RUNNING,
+)
+Index("upgrades_by_start", upgrades_table.c.scale_set, upgrades_table.c.start_time)
+
+upgrade_instances_table = Table(
+    "upgrade_instances",
+    metadata,
+    Column(
+        "upgrade_id",
+        String(36),
+        ForeignKey("upgrades.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("instance_id", String(20), primary_key=True),
+    Column("batch", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("operation_id", String(64)),
+    Column("from_version", String(64)),
+    Column("started_at", Double),
+    Column("deadline", Double),
+    Column("finished_at", Double),
+    Column("reason", Text),
+)
+
+decision_log_table = Table(
+    "decision_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "upgrade_id",
+        String(36),
+        ForeignKey("upgrades.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("time", Double, nullable=False),
+    Column("instance_id", String(20)),
+    Column("event", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+
+# --- field handling ------------------------------------------------------------
+
+_INSTANCE_UPDATABLE: Final = frozenset(
+    {"host", "update_domain", "fault_domain", "image_version", "state"}
+)
+_UPGRADE_UPDATABLE: Final = frozenset(
+    {
+        "status",
+        "end_time",
+        "error_code",
+        "error_message",
+        "cancel_requested",
+        "policy",
+        "batches",
+        "current_batch",
+        "successful_count",
+        "failed_count",
+        "in_progress_count",
+        "pending_count",
+        "rolled_back_ok",
+        "rolled_back_failed",
+        "rollback_error",
+    }
+)
+_UPGRADE_INSTANCE_UPDATABLE: Final = frozenset(
+    {
+        "batch",
+        "state",
+        "operation_id",
+        "from_version",
+        "started_at",
+        "deadline",
+        "finished_at",
+        "reason",
+    }
+)
+
+
+def _check_fields(what: str, fields: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    if not fields:
+        raise ValueError(f"{what}: no fields to update")
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ValueError(f"{what}: {unknown[0]}: not an updatable field (use {sorted(allowed)})")
+
+
+def _check_one_of(what: str, value: str, allowed: frozenset[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what}: {value!r} is not one of {sorted(allowed)}")
+
+
+def _check_instance_id(instance_id: str) -> None:
+    if not isinstance(instance_id, str) or not _INSTANCE_ID_RE.fullmatch(instance_id):
+        raise ValueError(
+            f"instance_id: {str(instance_id)[:40]!r} is not a decimal instance id"
+            " (1-18 digits, no sign or leading zeros)"
+        )
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: cannot be stored as JSON ({type(e).__name__})") from None
+
+
+def _opt_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _opt_str(value: Path | None) -> str | None:
+    return None if value is None else os.fspath(value)
+
+
+def _record(cls: type[_R], m: RowMapping, **override: Any) -> _R:
+    """A record from a row whose columns are named as the record's fields."""
+    names = (f.name for f in dataclasses.fields(cls))
+    return cls(**{n: m[n] for n in names if n not in override}, **override)
+
+
+def _row(rec: DataclassInstance, **override: Any) -> dict[str, Any]:
+    return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)} | override
+
+
+def _image_from_row(m: RowMapping) -> ImageRecord:
+    return _record(
+        ImageRecord,
+        m,
+        path=Path(m["path"]),
+        kernel_path=_opt_path(m["kernel_path"]),
+        initrd_path=_opt_path(m["initrd_path"]),
+    )
+
+
+def _image_to_row(rec: ImageRecord) -> dict[str, Any]:
+    return _row(
+        rec,
+        path=os.fspath(rec.path),
+        kernel_path=_opt_str(rec.kernel_path),
+        initrd_path=_opt_str(rec.initrd_path),
+    )
+
+
+def _upgrade_from_row(m: RowMapping) -> UpgradeRecord:
+    target = ImageRef(
+        m["target_publisher"], m["target_offer"], m["target_sku"], m["target_version"]
+    )
+    return _record(
+        UpgradeRecord,
+        m,
+        target=target,
+        policy=json.loads(m["policy"]),
+        batches=json.loads(m["batches"]),
+        cancel_requested=bool(m["cancel_requested"]),
+    )
+
+
+def _upgrade_to_row(rec: UpgradeRecord) -> dict[str, Any]:
+    row = _row(
+        rec,
+        target_publisher=rec.target.publisher,
+        target_offer=rec.target.offer,
+        target_sku=rec.target.sku,
+        target_version=rec.target.version,
+        policy=_dumps(rec.policy, "policy"),
+        batches=_dumps(rec.batches, "batches"),
+    )
+    del row["target"]
+    return row
+
+
+def _instance_sort_key(rec: InstanceRecord | UpgradeInstanceRecord) -> tuple[int, str]:
+    return (len(rec.instance_id), rec.instance_id)  # numeric order of canonical decimals
+
+
+# --- engine --------------------------------------------------------------------
+
+_WRITE_OPTION: Final = "kvmss_write"
+
+
+def _sqlite_engine(url: str) -> Engine:
+    u = make_url(url)
+    db = u.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        raise StoreError(
+            f"store url {u.render_as_string(hide_password=True)}: SQLite needs a file path"
+            " (sqlite:///path/to/kvmss.db); an in-memory database is not shared between"
+            " connections"
+        )
+    parent = Path(db).absolute().parent
+    if not parent.is_dir():
+        raise StoreError(f"store url: directory {parent} does not exist")
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's own is deferred and late).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+class Store:
+    """The controller's state. Thread-safe: one engine, a connection per call."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    @classmethod
+    def open(cls, url: str, *, clock: Clock | None = None) -> Store:
+        """Open (and create if needed) the store at ``url``: ``sqlite:///path``
+        or a PostgreSQL URL."""
+        try:
+            backend = make_url(url).get_backend_name()
+        except SQLAlchemyError as e:
+            raise StoreError(f"store url: cannot be parsed ({type(e).__name__})") from None
+        try:
+            engine = _sqlite_engine(url) if backend == "sqlite" else create_engine(url)
+        except ImportError as e:
+            raise StoreError(
+                f"store url: the database driver for {backend!r} is not installed ({e.name})"
+            ) from None
+        except SQLAlchemyError as e:
+            # Not the url itself in the message: it may hold a password.
+            raise StoreError(
+                f"store url: cannot use backend {backend!r} ({type(e).__name__})"
+            ) from None
+        store = cls(engine, clock or SystemClock())
+        try:
+            store._create_schema()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _create_schema(self) -> None:
+        with self._write() as conn:
+            metadata.create_all(conn)
+            found = conn.execute(select(schema_version_table.c.version)).scalar_one_or_none()
+            if found is None:
+                conn.execute(insert(schema_version_table).values(id=1, version=SCHEMA_VERSION))
+            elif found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"schema_version: the database is at version {found}, newer than this"
+                    f" controller's {SCHEMA_VERSION}; upgrade the controller"
+                )
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            version: int = conn.execute(select(schema_version_table.c.version)).scalar_one()
+            return version
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    # --- images ----------------------------------------------------------------
+
+    def add_image(self, rec: ImageRecord) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(insert(images_table).values(**_image_to_row(rec)))
+        except IntegrityError:
+            raise AlreadyExists(f"image {rec.ref}: already exists") from None
+
+    def _image_key(self, publisher: str, offer: str, sku: str, version: str) -> Any:
+        t = images_table.c
+        return and_(t.publisher == publisher, t.offer == offer, t.sku == sku, t.version == version)
+
+    def get_image(self, publisher: str, offer: str, sku: str, version: str) -> ImageRecord | None:
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    select(images_table).where(self._image_key(publisher, offer, sku, version))
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _image_from_row(row)
+
+    def list_images(
+        self, publisher: str | None = None, offer: str | None = None, sku: str | None = None
+    ) -> list[ImageRecord]:
+        """Images matching the parts given, ordered by publisher, offer, sku
+        (versions in no particular order: see :mod:`controller.versions`)."""
+        t = images_table.c
+        q = select(images_table).order_by(t.publisher, t.offer, t.sku, t.version)
+        if publisher is not None:
+            q = q.where(t.publisher == publisher)
+        if offer is not None:
+            q = q.where(t.offer == offer)
+        if sku is not None:
+            q = q.where(t.sku == sku)
+        with self._read() as conn:
+            return [_image_from_row(m) for m in conn.execute(q).mappings()]
+
+    def delete_image(self, publisher: str, offer: str, sku: str, version: str) -> None:
+        with self._write() as conn:
+            res = conn.execute(
+                delete(images_table).where(self._image_key(publisher, offer, sku, version))
+            )
+        if res.rowcount == 0:
+            ref = ImageRef(publisher, offer, sku, version)
+            raise NotFound(f"image {ref}: not found")
+
+    # --- hosts -----------------------------------------------------------------
+
+    def add_host(self, rec: HostRecord) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(insert(hosts_table).values(**_row(rec)))
+        except IntegrityError:
+            raise AlreadyExists(f"host {rec.name!r}: already registered") from None
+
+    def get_host(self, name: str) -> HostRecord | None:
+        with self._read() as conn:
+            row = (
+                conn.execute(select(hosts_table).where(hosts_table.c.name == name))
+                .mappings()
+                .first()
+            )
+        return None if row is None else _record(HostRecord, row)
+
+    def list_hosts(self) -> list[HostRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(hosts_table).order_by(hosts_table.c.name)).mappings()
+            return [_record(HostRecord, m) for m in rows]
+
+    def delete_host(self, name: str) -> None:
+        with self._write() as conn:
+            res = conn.execute(delete(hosts_table).where(hosts_table.c.name == name))
+        if res.rowcount == 0:
+            raise NotFound(f"host {name!r}: not found")
+
+    # --- scale sets --------------------------------------------------------------
+
+    def put_scale_set(
+        self, name: str, body: Mapping[str, Any], expected_generation: int | None
+    ) -> int:
+        """Store the model of ``name``; its new generation.
+
+        ``expected_generation``: None creates or replaces whatever is stored;
+        0 creates only (:class:`Conflict` if it exists); n > 0 replaces only
+        generation n (:class:`Conflict` if another is stored, :class:`NotFound`
+        if there is none).
+        """
+        if expected_generation is not None and expected_generation < 0:
+            raise ValueError(f"expected_generation: must be >= 0, got {expected_generation}")
+        text = _dumps(dict(body), "body")
+        now = self.clock.now()
+        t = scale_sets_table.c
+        try:
+            with self._write() as conn:
+                current: int | None = conn.execute(
+                    select(t.generation).where(t.name == name).with_for_update()
+                ).scalar_one_or_none()
+                if current is None:
+                    if expected_generation not in (None, 0):
+                        raise NotFound(
+                            f"scale set {name!r}: not found (expected generation"
+                            f" {expected_generation})"
+                        )
+                    conn.execute(
+                        insert(scale_sets_table).values(
+                            name=name, body=text, generation=1, created_at=now, updated_at=now
+                        )
+                    )
+                    return 1
+                if expected_generation is not None and expected_generation != current:
+                    raise Conflict(
+                        f"scale set {name!r}: generation is {current}, expected"
+                        f" {expected_generation or 'none (create)'}"
+                    )
+                res = conn.execute(
+                    update(scale_sets_table)
+                    .where(t.name == name, t.generation == current)
+                    .values(body=text, generation=current + 1, updated_at=now)
+                )
+                if res.rowcount != 1:
+                    raise Conflict(f"scale set {name!r}: changed while being written")
+                return current + 1
+        except IntegrityError:
+            # Another controller created it between our read and insert.
+            raise Conflict(f"scale set {name!r}: created concurrently") from None
+
+    def get_scale_set(self, name: str) -> ScaleSetRecord | None:
+        with self._read() as conn:
+            row = (
+                conn.execute(select(scale_sets_table).where(scale_sets_table.c.name == name))
+                .mappings()
+                .first()
+            )
+        return None if row is None else _record(ScaleSetRecord, row, body=json.loads(row["body"]))
+
+    def list_scale_sets(self) -> list[ScaleSetRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(scale_sets_table).order_by(scale_sets_table.c.name)
+            ).mappings()
+            return [_record(ScaleSetRecord, m, body=json.loads(m["body"])) for m in rows]
+
+    def delete_scale_set(self, name: str, expected_generation: int | None = None) -> None:
+        """Delete the model and its upgrade history; :class:`Conflict` while
+        instances remain or when the generation is not ``expected_generation``."""
+        t = scale_sets_table.c
+        with self._write() as conn:
+            current = conn.execute(select(t.generation).where(t.name == name)).scalar_one_or_none()
+            if current is None:
+                raise NotFound(f"scale set {name!r}: not found")
+            if expected_generation is not None and current != expected_generation:
+                raise Conflict(
+                    f"scale set {name!r}: generation is {current}, expected {expected_generation}"
+                )
+            left = conn.execute(
+                select(func.count())
+                .select_from(instances_table)
+                .where(instances_table.c.scale_set == name)
+            ).scalar_one()
+            if left:
+                raise Conflict(f"scale set {name!r}: still has {left} instances; delete them first")
+            conn.execute(delete(scale_sets_table).where(t.name == name))
+
+    # --- instances ---------------------------------------------------------------
+
+    def add_instance(self, rec: InstanceRecord) -> InstanceRecord:
+        """Add an instance; the record as stored (with ``updated_at``)."""
+        _check_instance_id(rec.instance_id)
+        stored = dataclasses.replace(rec, updated_at=self.clock.now())
+        try:
+            with self._write() as conn:
+                self._require_scale_set(conn, rec.scale_set)
+                conn.execute(insert(instances_table).values(**dataclasses.asdict(stored)))
+        except IntegrityError:
+            raise AlreadyExists(
+                f"instance {rec.scale_set!r}/{rec.instance_id}: already exists"
+                f" (or the name {rec.name!r} is taken)"
+            ) from None
+        return stored
+
+    def _require_scale_set(self, conn: Connection, name: str) -> None:
+        t = scale_sets_table.c
+        if conn.execute(select(t.name).where(t.name == name)).first() is None:
+            raise NotFound(f"scale set {name!r}: not found")
+
+    def get_instance(self, scale_set: str, instance_id: str) -> InstanceRecord | None:
+        t = instances_table.c
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    select(instances_table).where(
+                        t.scale_set == scale_set, t.instance_id == instance_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _record(InstanceRecord, row)
+
+    def list_instances(self, scale_set: str) -> list[InstanceRecord]:
+        """The scale set's instances in numeric instance-id order."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(instances_table).where(instances_table.c.scale_set == scale_set)
+            ).mappings()
+            out = [_record(InstanceRecord, m) for m in rows]
+        return sorted(out, key=_instance_sort_key)
+
+    def update_instance(
+        self,
+        scale_set: str,
+        instance_id: str,
+        *,
+        expected_state: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Update some fields (and ``updated_at``). With ``expected_state`` it
+        is a compare-and-swap: False when the stored state differs.
+        :class:`NotFound` when there is no such instance."""
+        what = f"instance {scale_set!r}/{instance_id}"
+        _check_fields(what, fields, _INSTANCE_UPDATABLE)
+        t = instances_table.c
+        key = and_(t.scale_set == scale_set, t.instance_id == instance_id)
+        cond = key if expected_state is None else and_(key, t.state == expected_state)
+        with self._write() as conn:
+            res = conn.execute(
+                update(instances_table).where(cond).values(**fields, updated_at=self.clock.now())
+            )
+            if res.rowcount == 1:
+                return True
+            if conn.execute(select(t.state).where(key)).first() is None:
+                raise NotFound(f"{what}: not found")
+            return False
+
+    def delete_instance(self, scale_set: str, instance_id: str) -> None:
+        t = instances_table.c
+        with self._write() as conn:
+            res = conn.execute(
+                delete(instances_table).where(
+                    t.scale_set == scale_set, t.instance_id == instance_id
+                )
+            )
+        if res.rowcount == 0:
+            raise NotFound(f"instance {scale_set!r}/{instance_id}: not found")
+
+    # --- upgrades ----------------------------------------------------------------
+
+    def create_upgrade(self, rec: UpgradeRecord) -> None:
+        """Record a new upgrade. :class:`Conflict` if ``rec`` is running and
+        the scale set already has a running upgrade (DESIGN.md rule 8);
+        :class:`NotFound` without the scale set."""
+        _check_one_of("status", rec.status, UPGRADE_STATUSES)
+        _check_one_of("started_by", rec.started_by, STARTED_BY)
+        row = _upgrade_to_row(rec)
+        try:
+            with self._write() as conn:
+                self._require_scale_set(conn, rec.scale_set)
+                conn.execute(insert(upgrades_table).values(**row))
+        except IntegrityError:
+            if self.get_upgrade(rec.id) is not None:
+                raise AlreadyExists(f"upgrade {rec.id}: already exists") from None
+            running = self.running_upgrade(rec.scale_set)
+            raise Conflict(
+                f"scale set {rec.scale_set!r}: a rolling upgrade is already running"
+                f" ({running.id if running else 'unknown'})"
+            ) from None
+
+    def get_upgrade(self, upgrade_id: str) -> UpgradeRecord | None:
+        with self._read() as conn:
+            row = (
+                conn.execute(select(upgrades_table).where(upgrades_table.c.id == upgrade_id))
+                .mappings()
+                .first()
+            )
+        return None if row is None else _upgrade_from_row(row)
+
+    def running_upgrade(self, scale_set: str) -> UpgradeRecord | None:
+        t = upgrades_table.c
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    select(upgrades_table).where(t.scale_set == scale_set, t.status == RUNNING)
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _upgrade_from_row(row)
+
+    def running_upgrades(self) -> list[UpgradeRecord]:
+        """Every running upgrade, oldest first (what a restarted controller resumes)."""
+        t = upgrades_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                select(upgrades_table).where(t.status == RUNNING).order_by(t.start_time, t.id)
+            ).mappings()
+            return [_upgrade_from_row(m) for m in rows]
+
+    def update_upgrade(
+        self, upgrade_id: str, *, expected_status: str | None, **fields: Any
+    ) -> UpgradeRecord:
+        """Update some fields of an upgrade; the record as stored afterwards.
+
+        Compare-and-swap on status: :class:`Conflict` when ``expected_status``
+        is given and the stored status differs (or when the update would make
+        a second running upgrade); :class:`NotFound` without the upgrade.
+        """
+        what = f"upgrade {upgrade_id}"
+        _check_fields(what, fields, _UPGRADE_UPDATABLE)
+        if "status" in fields:
+            _check_one_of("status", fields["status"], UPGRADE_STATUSES)
+        values = dict(fields)
+        for name in ("policy", "batches"):
+            if name in values:
+                values[name] = _dumps(values[name], name)
+        t = upgrades_table.c
+        cond = t.id == upgrade_id
+        if expected_status is not None:
+            cond = and_(cond, t.status == expected_status)
+        try:
+            with self._write() as conn:
+                res = conn.execute(update(upgrades_table).where(cond).values(**values))
+                row = (
+                    conn.execute(select(upgrades_table).where(t.id == upgrade_id))
+                    .mappings()
+                    .first()
+                )
+                if row is None:
+                    raise NotFound(f"{what}: not found")
+                if res.rowcount != 1:
+                    raise Conflict(f"{what}: status is {row['status']}, expected {expected_status}")
+                return _upgrade_from_row(row)
+        except IntegrityError:
+            raise Conflict(f"{what}: its scale set already has a running upgrade") from None
+
+    def request_cancel(self, scale_set: str) -> bool:
+        """Flag the scale set's running upgrade for cancelling; False when none runs."""
+        t = upgrades_table.c
+        with self._write() as conn:
+            res = conn.execute(
+                update(upgrades_table)
+                .where(t.scale_set == scale_set, t.status == RUNNING)
+                .values(cancel_requested=True)
+            )
+        return bool(res.rowcount)
+
+    def history(
+        self,
+        scale_set: str,
+        now: float,
+        limit: int = HISTORY_LIMIT,
+        max_age_seconds: float = HISTORY_MAX_AGE_SECONDS,
+    ) -> list[UpgradeRecord]:
+        """Upgrades started within ``max_age_seconds`` before ``now``, newest
+        first, at most ``limit`` (DESIGN.md rule 11)."""
+        if limit < 0:
+            raise ValueError(f"limit: must be >= 0, got {limit}")
+        t = upgrades_table.c
+        q = (
+            select(upgrades_table)
+            .where(t.scale_set == scale_set, t.start_time >= now - max_age_seconds)
+            .order_by(t.start_time.desc(), t.id.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_upgrade_from_row(m) for m in conn.execute(q).mappings()]
+
+    # --- upgrade instances -------------------------------------------------------
+
+    def add_upgrade_instances(self, recs: list[UpgradeInstanceRecord]) -> None:
+        """Add the instances of an upgrade's plan, all or none."""
+        if not recs:
+            return
+        for rec in recs:
+            _check_instance_id(rec.instance_id)
+            _check_one_of("state", rec.state, UPGRADE_INSTANCE_STATES)
+        try:
+            with self._write() as conn:
+                for upgrade_id in sorted({r.upgrade_id for r in recs}):
+                    t = upgrades_table.c
+                    if conn.execute(select(t.id).where(t.id == upgrade_id)).first() is None:
+                        raise NotFound(f"upgrade {upgrade_id}: not found")
+                conn.execute(insert(upgrade_instances_table), [dataclasses.asdict(r) for r in recs])
+        except IntegrityError:
+            raise AlreadyExists(
+                "upgrade instances: an instance is already part of its upgrade"
+            ) from None
+
+    def list_upgrade_instances(self, upgrade_id: str) -> list[UpgradeInstanceRecord]:
+        """The upgrade's instances by batch, then numeric instance id."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(upgrade_instances_table).where(
+                    upgrade_instances_table.c.upgrade_id == upgrade_id
+                )
+            ).mappings()
+            out = [_record(UpgradeInstanceRecord, m) for m in rows]
+        return sorted(out, key=lambda r: (r.batch, *_instance_sort_key(r)))
+
+    def update_upgrade_instance(
+        self, upgrade_id: str, instance_id: str, expected_state: str | None, **fields: Any
+    ) -> bool:
+        """Update some fields; with ``expected_state`` a compare-and-swap that
+        returns False when the stored state differs. :class:`NotFound` when
+        the instance is not part of the upgrade."""
+        what = f"upgrade {upgrade_id} instance {instance_id}"
+        _check_fields(what, fields, _UPGRADE_INSTANCE_UPDATABLE)
+        if "state" in fields:
+            _check_one_of("state", fields["state"], UPGRADE_INSTANCE_STATES)
+        t = upgrade_instances_table.c
+        key = and_(t.upgrade_id == upgrade_id, t.instance_id == instance_id)
+        cond = key if expected_state is None else and_(key, t.state == expected_state)
+        with self._write() as conn:
+            res = conn.execute(update(upgrade_instances_table).where(cond).values(**fields))
+            if res.rowcount == 1:
+                return True
+            if conn.execute(select(t.state).where(key)).first() is None:
+                raise NotFound(f"{what}: not found")
+            return False
+
+    # --- decision log --------------------------------------------------------------
+
+    def log_decision(
+        self, upgrade_id: str, time: float, instance_id: str | None, event: str, message: str
+    ) -> int:
+        """Append to the upgrade's decision log; the entry's sequence number
+        (increasing across all upgrades)."""
+        if not event or len(event) > 32:
+            raise ValueError(f"event: must be 1-32 characters, got {len(event)}")
+        try:
+            with self._write() as conn:
+                res = conn.execute(
+                    insert(decision_log_table).values(
+                        upgrade_id=upgrade_id,
+                        time=time,
+                        instance_id=instance_id,
+                        event=event,
+                        message=message,
+                    )
+                )
+                key = res.inserted_primary_key
+        except IntegrityError:
+            raise NotFound(f"upgrade {upgrade_id}: not found") from None
+        assert key is not None
+        return int(key[0])
+
+    def decisions(self, upgrade_id: str) -> list[Decision]:
+        """The upgrade's decision log, oldest first."""
+        t = decision_log_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                select(decision_log_table).where(t.upgrade_id == upgrade_id).order_by(t.seq)
+            ).mappings()
+            return [_record(Decision, m) for m in rows]
