@@ -32,6 +32,7 @@ def free_port() -> int:
 class AgentProcess:
     def __init__(self, root: Path, name: str = "host-t", shutdown_timeout: float = 20) -> None:
         self.root = root
+        self.name = name
         self.token = "test-agent-token-" + os.urandom(8).hex()
         self.port = free_port()
         tag = os.urandom(3).hex()

@@ -1,0 +1,147 @@
+"""``kvmss controller serve --config FILE``: the controller daemon.
+
+Configuration (YAML), e.g. /etc/kvmss/controller.yaml::
+
+    listen: 127.0.0.1:8080
+    token_file: /etc/kvmss/controller.token   # or token: "..."
+    database: /var/lib/kvmss/controller/kvmss.db
+    blob_dir: /var/lib/kvmss/controller/images
+    public_url: http://10.0.0.1:8080          # how agents reach this controller
+    poll_seconds: 1
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from controller.agents import AgentPool
+from controller.api import create_app
+from controller.catalog import Catalog
+from controller.service import Controller, Settings
+from controller.store import Store
+from kvmss import atomicfile
+from kvmss.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    host: str
+    port: int
+    token: str
+    database: Path
+    blob_dir: Path
+    public_url: str
+    poll_seconds: float = 1.0
+
+    @classmethod
+    def load(cls, path: Path) -> ControllerConfig:
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: must be a mapping of settings")
+        return cls.from_dict(raw, path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path = Path(".")) -> ControllerConfig:
+        known = {"listen", "token", "token_file", "database", "blob_dir", "public_url",
+                 "poll_seconds"}  # fmt: skip
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r}")
+        listen = str(raw.get("listen", "127.0.0.1:8080"))
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("listen: must be ADDRESS:PORT")
+        token = raw.get("token")
+        if token is None and "token_file" in raw:
+            try:
+                token = (base / str(raw["token_file"])).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"token_file: cannot read: {e.strerror}") from None
+        if not isinstance(token, str) or len(token) < 16:
+            raise ConfigError("token: required, at least 16 characters (or set token_file)")
+        state = Path("/var/lib/kvmss/controller")
+        db = base / str(raw.get("database", state / "kvmss.db"))
+        blobs = base / str(raw.get("blob_dir", state / "images"))
+        public = str(raw.get("public_url", f"http://{host}:{port}"))
+        poll = raw.get("poll_seconds", 1)
+        if not isinstance(poll, int | float) or poll <= 0:
+            raise ConfigError("poll_seconds: must be a positive number")
+        return cls(host, int(port), token, db, blobs, public, float(poll))
+
+
+def build(cfg: ControllerConfig, clock: Clock | None = None) -> tuple[Controller, Any]:
+    """The controller and its ASGI app, resumed (running upgrades continue)."""
+    clock = clock or SystemClock()
+    cfg.database.parent.mkdir(parents=True, exist_ok=True)
+    cfg.blob_dir.mkdir(parents=True, exist_ok=True)
+    secret_file = cfg.blob_dir / ".blob-secret"
+    if not secret_file.exists():
+        atomicfile.write_bytes(secret_file, secrets.token_bytes(32))
+    store = Store.open(f"sqlite:///{cfg.database}", clock=clock)
+    catalog = Catalog(store, cfg.blob_dir, clock)
+    ctl_holder: list[Controller] = []
+
+    class Hosts:
+        def host_endpoint(self, host: str) -> tuple[str, str]:
+            return ctl_holder[0].host_endpoint(host)
+
+    ctl = Controller(
+        store,
+        catalog,
+        AgentPool(Hosts()),
+        clock,
+        Settings(cfg.public_url, secret_file.read_bytes(), cfg.poll_seconds),
+    )
+    ctl_holder.append(ctl)
+    staging = cfg.blob_dir / ".staging"
+    staging.mkdir(exist_ok=True)
+    app = create_app(ctl, cfg.token, staging)
+    ctl.resume()
+    return ctl, app
+
+
+def serve_from_config(path: Path) -> None:
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = ControllerConfig.load(path)
+    ctl, app = build(cfg)
+    log.info("controller serving on %s:%d", cfg.host, cfg.port)
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    finally:
+        ctl.close()
+        ctl.store.close()
+
+
+def main() -> None:
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "--config":
+        print("usage: python -m controller.server --config FILE", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        serve_from_config(Path(sys.argv[2]))
+    except ConfigError as e:
+        print(f"kvmss controller: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

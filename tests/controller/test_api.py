@@ -1,0 +1,247 @@
+"""The controller's REST API on a real store and catalog, with the agent double
+standing in for host agents (no guest runs here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controller.api import create_app
+from controller.catalog import Catalog
+from controller.service import Controller, Settings
+from controller.store import Store
+from hostagent import wire
+from kvmss import qemuimg
+from kvmss.clock import SystemClock
+from tests.controller.agentdouble import AgentDouble
+
+TOKEN = "controller-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Env:
+    api: TestClient
+    ctl: Controller
+    agents: AgentDouble
+    tmp: Path
+
+    def qcow2(self, name: str = "img.qcow2") -> Path:
+        p = self.tmp / name
+        if not p.exists():
+            qemuimg.create(p, 16 << 20)
+        return p
+
+    def publish(self, version: str) -> Any:
+        with self.qcow2(f"v{version}.qcow2").open("rb") as f:
+            return self.api.put(
+                f"/v1/images/kvmss/tiny/1/{version}", content=f.read(), headers=AUTH
+            )
+
+
+def host_view(url: str, _token: str) -> wire.HostView:
+    return wire.HostView(
+        name=url.rsplit("/", 1)[-1],
+        hypervisor="qemu",
+        libvirtVersion="9.0.0",
+        capacity=wire.HostCapacity(vcpus=2, memoryMB=4096, diskFreeGB=10),
+        instanceCount=0,
+        bridge="b",
+        subnet="10.0.0.0/24",
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    clock = SystemClock()
+    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
+    agents = AgentDouble(clock, op_seconds=0, boot_seconds=0)
+    ctl = Controller(
+        store,
+        Catalog(store, tmp_path / "blobs", clock),
+        agents,
+        clock,
+        Settings("http://127.0.0.1:1", b"s" * 32, poll_seconds=0.01),
+        probe_host=host_view,
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    yield Env(TestClient(create_app(ctl, TOKEN, staging)), ctl, agents, tmp_path)
+    ctl.close()
+    store.close()
+
+
+def body(capacity: int = 2, **upgrade: Any) -> dict[str, Any]:
+    return {
+        "sku": {"capacity": capacity},
+        "properties": {
+            "upgradePolicy": {"mode": "Rolling", **upgrade},
+            "virtualMachineProfile": {
+                "storageProfile": {
+                    "imageReference": {
+                        "publisher": "kvmss",
+                        "offer": "tiny",
+                        "sku": "1",
+                        "version": "latest",
+                    }
+                },
+                "osProfile": {"customData": "U0VDUkVULXh5eg=="},
+            },
+        },
+    }
+
+
+def test_every_non_public_endpoint_needs_the_token(env: Env) -> None:
+    spec = env.api.get("/openapi.json").json()
+    checked = 0
+    for path, methods in spec["paths"].items():
+        if path in ("/healthz", "/metrics"):
+            continue
+        url = path
+        for param in ("p", "o", "s", "v", "part", "name", "iid"):
+            url = url.replace("{" + param + "}", "x1")
+        for method in methods:
+            for headers in ({}, {"Authorization": "Bearer nope-nope-nope-nope"}):
+                r = env.api.request(method.upper(), url, headers=headers)
+                assert r.status_code == 401, (method, url, r.text)
+                checked += 1
+    assert checked >= 40
+    assert env.api.get("/healthz").status_code == 200
+    assert env.api.get("/metrics").status_code == 200
+
+
+def test_publish_lists_and_serves_blobs_by_signature(env: Env) -> None:
+    r = env.publish("1")
+    assert r.status_code == 201, r.text
+    man = r.json()
+    assert man["version"] == "1" and len(man["sha256"]) == 64
+    assert env.publish("1").status_code == 409
+    env.publish("1.10")
+    env.publish("1.9")
+    got = env.api.get("/v1/images/kvmss/tiny/1/versions", headers=AUTH).json()
+    assert [m["version"] for m in got["value"]] == ["1.10", "1.9", "1"]
+    assert env.api.get("/v1/images", headers=AUTH).json()["value"][0]["latest"] == "1.10"
+    rec = env.ctl.catalog.resolve("kvmss", "tiny", "1", "1")
+    spec = env.ctl.image_spec(rec)
+    path = spec.url.split("127.0.0.1:1", 1)[1]
+    blob = env.api.get(path)
+    assert blob.status_code == 200 and len(blob.content) == rec.size_bytes
+    bad = path.split("?")[0] + "?sig=" + "0" * 64
+    assert env.api.get(bad).status_code == 401
+
+
+def test_publishing_garbage_is_a_4xx_and_leaves_nothing(env: Env) -> None:
+    r = env.api.put("/v1/images/kvmss/tiny/1/1", content=b"not a disk" * 100, headers=AUTH)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "NotQcow2"
+    r = env.api.put("/v1/images/kvmss/tiny/1/latest", content=b"x", headers=AUTH)
+    assert r.status_code == 400
+    assert env.api.get("/v1/images", headers=AUTH).json()["value"] == []
+
+
+def test_scale_set_errors_name_the_field_and_hide_secrets(env: Env) -> None:
+    env.publish("1")
+    b = body(rollingUpgradePolicy={"maxBatchInstancePercent": 500})
+    r = env.api.put("/v1/scaleSets/web", json=b, headers=AUTH)
+    assert r.status_code == 400
+    msg = r.json()["error"]["message"]
+    assert msg.startswith("properties.upgradePolicy.rollingUpgradePolicy.maxBatchInstancePercent")
+    assert "SECRET" not in r.text and "U0VDUkVU" not in r.text
+    r = env.api.put("/v1/scaleSets/Bad_Name", json=body(), headers=AUTH)
+    assert r.status_code == 400
+    r = env.api.put("/v1/scaleSets/web", content=b"{", headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidJson"
+    nov = body()
+    nov["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]["sku"] = "9"
+    r = env.api.put("/v1/scaleSets/web", json=nov, headers=AUTH)
+    assert r.status_code == 400 and "imageReference" in r.json()["error"]["message"]
+    assert env.api.get("/v1/scaleSets/web", headers=AUTH).status_code == 404
+
+
+def test_scale_set_lifecycle_and_automatic_upgrade_on_publish(env: Env) -> None:
+    env.publish("1")
+    assert (
+        env.api.post(
+            "/v1/hosts", json={"name": "h1", "url": "http://a/h1", "token": "t" * 20}, headers=AUTH
+        ).status_code
+        == 201
+    )
+    b = body(
+        capacity=3,
+        automaticOSUpgradePolicy={"enableAutomaticOSUpgrade": True},
+    )
+    b["properties"]["virtualMachineProfile"]["networkProfile"] = {
+        "healthProbe": {"protocol": "Tcp", "port": 22}
+    }
+    r = env.api.put("/v1/scaleSets/web", json=b, headers=AUTH)
+    assert r.status_code == 201, r.text
+    shown = r.json()
+    assert shown["properties"]["virtualMachineProfile"]["osProfile"]["customData"] == "(redacted)"
+    env.ctl.wait_idle()
+    vms = env.api.get("/v1/scaleSets/web/virtualMachines", headers=AUTH).json()["value"]
+    assert [v["instanceId"] for v in vms] == ["0", "1", "2"]
+    assert all(v["imageVersion"] == "1" and v["health"] == "Healthy" for v in vms)
+    plan = env.api.get("/v1/scaleSets/web/rollingUpgrades/plan", headers=AUTH).json()
+    assert plan["batches"] == [] and plan["targetImageReference"]["version"] == "1"
+
+    assert env.publish("2").status_code == 201  # starts an upgrade (startedBy Platform)
+    env.ctl.wait_idle()
+    hist = env.api.get("/v1/scaleSets/web/osUpgradeHistory", headers=AUTH).json()["value"]
+    assert len(hist) == 1
+    h = hist[0]["properties"]
+    assert h["runningStatus"]["code"] == "Completed"
+    assert h["startedBy"] == "Platform"
+    assert h["progress"]["successfulInstanceCount"] == 3
+    latest = env.api.get("/v1/scaleSets/web/rollingUpgrades/latest", headers=AUTH).json()
+    assert latest["type"] == "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
+    assert [i["state"] for i in latest["kvmss"]["instances"]] == ["Succeeded"] * 3
+
+    # a manual start with nothing to do completes at once; cancel with none running is 409
+    r = env.api.post("/v1/scaleSets/web/osRollingUpgrade", headers=AUTH)
+    assert r.status_code == 202
+    env.ctl.wait_idle()
+    r = env.api.post("/v1/scaleSets/web/rollingUpgrades/cancel", headers=AUTH)
+    assert r.status_code == 409
+
+    # opting out: a new version no longer starts anything
+    r = env.api.patch(
+        "/v1/scaleSets/web",
+        json={
+            "properties": {
+                "upgradePolicy": {"automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": False}}
+            }
+        },
+        headers={**AUTH, "Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+    env.publish("3")
+    env.ctl.wait_idle()
+    assert len(env.api.get("/v1/scaleSets/web/osUpgradeHistory", headers=AUTH).json()["value"]) == 2
+
+    # scale in
+    r = env.api.patch("/v1/scaleSets/web", json={"sku": {"capacity": 1}}, headers=AUTH)
+    assert r.status_code == 200
+    env.ctl.wait_idle()
+    vms = env.api.get("/v1/scaleSets/web/virtualMachines", headers=AUTH).json()["value"]
+    assert [v["instanceId"] for v in vms] == ["0"]
+    assert env.api.delete("/v1/hosts/h1", headers=AUTH).status_code == 409
+    assert env.api.delete("/v1/scaleSets/web", headers=AUTH).status_code == 204
+    assert env.api.delete("/v1/hosts/h1", headers=AUTH).status_code == 204
+
+
+def test_unknown_things_are_404(env: Env) -> None:
+    for path in (
+        "/v1/scaleSets/nope",
+        "/v1/scaleSets/nope/virtualMachines",
+        "/v1/scaleSets/nope/rollingUpgrades/latest",
+        "/v1/scaleSets/nope/osUpgradeHistory",
+        "/v1/images/a/b/c/1",
+    ):
+        r = env.api.get(path, headers=AUTH)
+        assert r.status_code == 404, (path, r.text)
+        assert set(r.json()["error"]) == {"code", "message"}
