@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controller.catalog import Catalog
 from controller.service import Controller, ControllerError
-from kvmss.httperrors import ApiError, install
+from kvmss.httperrors import ApiError, bearer_auth, error_response, install
 
 MAX_UPLOAD_BYTES = 64 << 30
 
@@ -34,20 +34,12 @@ class HostIn(BaseModel):
 def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
     app = FastAPI(title="kvmss controller", version="1")
     install(app)
-    secret = token.encode()
 
     @app.exception_handler(ControllerError)
     async def _ctl_error(_r: Request, e: ControllerError) -> Response:
-        from kvmss.httperrors import error_response
-
         return error_response(e.status, e.code, e.message)
 
-    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
-        if authorization is None:
-            raise ApiError(401, "Unauthorized", "missing Authorization: Bearer token")
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), secret):
-            raise ApiError(401, "Unauthorized", "invalid bearer token")
+    auth = bearer_auth(token)
 
     authed = [Depends(auth)]
 

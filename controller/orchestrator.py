@@ -108,13 +108,18 @@ class Orchestrator:
 
     # -- starting ----------------------------------------------------------------
 
-    def start(
-        self, scale_set: str, target: ImageRecord, policy: Policy, started_by: str
-    ) -> UpgradeRecord:
-        """Plan and record a new upgrade (raises store.Conflict if one runs)."""
-        instances = self.store.list_instances(scale_set)
+    def plan(
+        self,
+        instances: list[InstanceRecord],
+        target_version: str,
+        max_batch_instance_percent: int,
+        *,
+        prioritize_unhealthy: bool,
+    ) -> list[list[str]]:
+        """The batches an upgrade to ``target_version`` would run, from what the
+        agents say now (rules 1, 3 and 6); touches nothing."""
         seen = {i.instance_id: self.observe(i) for i in instances}
-        plan = planner.plan_batches(
+        return planner.plan_batches(
             [
                 planner.PlanInstance(
                     i.instance_id,
@@ -124,8 +129,20 @@ class Orchestrator:
                 )
                 for i in instances
             ],
+            target_version,
+            max_batch_instance_percent=max_batch_instance_percent,
+            prioritize_unhealthy=prioritize_unhealthy,
+        )
+
+    def start(
+        self, scale_set: str, target: ImageRecord, policy: Policy, started_by: str
+    ) -> UpgradeRecord:
+        """Plan and record a new upgrade (raises store.Conflict if one runs)."""
+        instances = self.store.list_instances(scale_set)
+        plan = self.plan(
+            instances,
             target.version,
-            max_batch_instance_percent=policy.max_batch_instance_percent,
+            policy.max_batch_instance_percent,
             prioritize_unhealthy=policy.prioritize_unhealthy,
         )
         now = self.clock.now()

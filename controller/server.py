@@ -19,21 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-import yaml
 
 from controller.agents import AgentPool
 from controller.api import create_app
 from controller.catalog import Catalog
 from controller.service import Controller, Settings
 from controller.store import Store
-from kvmss import atomicfile
+from kvmss import atomicfile, configfile
 from kvmss.clock import Clock, SystemClock
+from kvmss.configfile import ConfigError
 
 log = logging.getLogger(__name__)
 
-
-class ConfigError(ValueError):
-    pass
+KNOWN = {"listen", "token", "token_file", "database", "blob_dir", "public_url", "poll_seconds"}
 
 
 @dataclass(frozen=True)
@@ -48,35 +46,13 @@ class ControllerConfig:
 
     @classmethod
     def load(cls, path: Path) -> ControllerConfig:
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: must be a mapping of settings")
-        return cls.from_dict(raw, path.parent)
+        return cls.from_dict(configfile.load_mapping(path, KNOWN), path.parent)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base: Path = Path(".")) -> ControllerConfig:
-        known = {"listen", "token", "token_file", "database", "blob_dir", "public_url",
-                 "poll_seconds"}  # fmt: skip
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown setting {unknown[0]!r}")
-        listen = str(raw.get("listen", "127.0.0.1:8080"))
-        host, sep, port = listen.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError("listen: must be ADDRESS:PORT")
-        token = raw.get("token")
-        if token is None and "token_file" in raw:
-            try:
-                token = (base / str(raw["token_file"])).read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"token_file: cannot read: {e.strerror}") from None
-        if not isinstance(token, str) or len(token) < 16:
-            raise ConfigError("token: required, at least 16 characters (or set token_file)")
+        configfile.check_known(raw, KNOWN)
+        host, port = configfile.listen_address(raw.get("listen"), "127.0.0.1:8080")
+        token = configfile.token(raw, base)
         state = Path("/var/lib/kvmss/controller")
         db = base / str(raw.get("database", state / "kvmss.db"))
         blobs = base / str(raw.get("blob_dir", state / "images"))
@@ -84,7 +60,7 @@ class ControllerConfig:
         poll = raw.get("poll_seconds", 1)
         if not isinstance(poll, int | float) or poll <= 0:
             raise ConfigError("poll_seconds: must be a positive number")
-        return cls(host, int(port), token, db, blobs, public, float(poll))
+        return cls(host, port, token, db, blobs, public, float(poll))
 
 
 def build(cfg: ControllerConfig, clock: Clock | None = None) -> tuple[Controller, Any]:

@@ -545,19 +545,10 @@ class Controller:
         model = self.model(name)
         target = self.latest_image(model)
         insts = self.store.list_instances(name)
-        seen = {i.instance_id: self.orch.observe(i) for i in insts}
-        batches = planner.plan_batches(
-            [
-                planner.PlanInstance(
-                    i.instance_id,
-                    i.update_domain,
-                    seen[i.instance_id].version or i.image_version,
-                    seen[i.instance_id].healthy,
-                )
-                for i in insts
-            ],
+        batches = self.orch.plan(
+            insts,
             target.version,
-            max_batch_instance_percent=model.rolling.max_batch_instance_percent,
+            model.rolling.max_batch_instance_percent,
             prioritize_unhealthy=model.rolling.prioritize_unhealthy_instances,
         )
         ref = target.ref

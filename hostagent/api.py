@@ -7,12 +7,11 @@ is rejected before anything starts.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from starlette.responses import Response as StarletteResponse
 
 from hostagent import wire
@@ -20,7 +19,7 @@ from hostagent.imagecache import ImageRejected
 from hostagent.instances import InstanceManager
 from hostagent.operations import Busy, OperationFailed
 from hostagent.service import Agent
-from kvmss.httperrors import ApiError, error_response, install
+from kvmss.httperrors import ApiError, bearer_auth, error_response, install
 
 
 def _name(name: str) -> str:
@@ -34,7 +33,6 @@ def create_app(agent: Agent) -> FastAPI:
     app = FastAPI(title="kvmss host agent", version="1")
     install(app)
     mgr: InstanceManager = agent.instances
-    token = agent.config.token.encode()
     guest_net = ipaddress.IPv4Network(agent.config.subnet)
 
     @app.middleware("http")
@@ -52,12 +50,7 @@ def create_app(agent: Agent) -> FastAPI:
             return error_response(403, "Forbidden", "the management API is not served to guests")
         return await call_next(request)
 
-    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
-        if authorization is None:
-            raise ApiError(401, "Unauthorized", "missing Authorization: Bearer token")
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token):
-            raise ApiError(401, "Unauthorized", "invalid bearer token")
+    auth = bearer_auth(agent.config.token)
 
     authed = [Depends(auth)]
 

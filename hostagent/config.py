@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from kvmss import configfile
+from kvmss.configfile import ConfigError
 
+__all__ = ["AgentConfig", "ConfigError"]
+
+KNOWN = {
+    "name", "listen", "token", "token_file", "libvirt_uri", "storage_dir",
+    "bridge", "guest_port", "shutdown_timeout",
+}  # fmt: skip
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-
-
-class ConfigError(ValueError):
-    """The configuration is wrong; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -46,41 +49,16 @@ class AgentConfig:
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: must be a mapping of settings")
-        return cls.from_dict(raw, base=path.parent)
+        return cls.from_dict(configfile.load_mapping(path, KNOWN), base=path.parent)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base: Path = Path(".")) -> AgentConfig:
-        known = {
-            "name", "listen", "token", "token_file", "libvirt_uri", "storage_dir",
-            "bridge", "guest_port", "shutdown_timeout",
-        }  # fmt: skip
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown setting {unknown[0]!r}")
+        configfile.check_known(raw, KNOWN)
         name = _str(raw, "name")
         if not HOST_NAME_RE.fullmatch(name):
             raise ConfigError("name: must be a host name (letters, digits, '-')")
-        listen = _str(raw, "listen", "127.0.0.1:8090")
-        host, sep, port_s = listen.rpartition(":")
-        if not sep or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise ConfigError("listen: must be ADDRESS:PORT, e.g. 127.0.0.1:8090")
-        token = raw.get("token")
-        if token is None and "token_file" in raw:
-            tf = base / _str(raw, "token_file")
-            try:
-                token = tf.read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"token_file: cannot read {tf}: {e.strerror}") from None
-        if not isinstance(token, str) or len(token) < 16:
-            raise ConfigError("token: required, at least 16 characters (or set token_file)")
+        host, port = configfile.listen_address(raw.get("listen"), "127.0.0.1:8090")
+        token = configfile.token(raw, base)
         bridge = raw.get("bridge") or {}
         if not isinstance(bridge, dict):
             raise ConfigError("bridge: must be a mapping with name and subnet")
@@ -105,8 +83,8 @@ class AgentConfig:
             storage = (base / storage).resolve()
         return cls(
             name=name,
-            listen_host=host.strip("[]"),
-            listen_port=int(port_s),
+            listen_host=host,
+            listen_port=port,
             token=token,
             libvirt_uri=_str(raw, "libvirt_uri", "qemu:///system"),
             storage_dir=storage,

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -60,3 +62,18 @@ def install(app: FastAPI) -> None:
 
         logging.getLogger("kvmss.api").exception("unhandled error")
         return error_response(500, "InternalError", f"internal error ({type(e).__name__})")
+
+
+def bearer_auth(token: str) -> Callable[..., None]:
+    """A FastAPI dependency that accepts only ``Authorization: Bearer <token>``
+    (compared in constant time) and answers 401 otherwise."""
+    secret = token.encode()
+
+    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        if authorization is None:
+            raise ApiError(401, "Unauthorized", "missing Authorization: Bearer token")
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), secret):
+            raise ApiError(401, "Unauthorized", "invalid bearer token")
+
+    return auth
