@@ -31,6 +31,13 @@ class HostIn(BaseModel):
     token: Annotated[str, Field(min_length=16, max_length=4096, repr=False)]
 
 
+class InstanceIds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instanceIds: Annotated[
+        list[Annotated[str, Field(pattern=r"^[0-9]{1,18}$")]], Field(min_length=1, max_length=1000)
+    ]
+
+
 def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
     app = FastAPI(title="kvmss controller", version="1")
     install(app)
@@ -258,6 +265,16 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
     @app.get("/v1/scaleSets/{name}/rollingUpgrades/plan", dependencies=authed)
     def plan(name: str) -> dict[str, Any]:
         return ctl.plan(name)
+
+    @app.post("/v1/scaleSets/{name}/manualUpgrade", dependencies=authed, status_code=202)
+    def manual_upgrade(name: str, body: InstanceIds) -> dict[str, Any]:
+        up = ctl.manual_upgrade(name, body.instanceIds)
+        return {"upgradeId": up.id, "status": up.status}
+
+    @app.post("/v1/scaleSets/{name}/reimage", dependencies=authed, status_code=202)
+    def reimage(name: str, body: InstanceIds) -> dict[str, Any]:
+        ctl.reimage(name, body.instanceIds)
+        return {"status": "Accepted"}
 
     @app.get("/v1/scaleSets/{name}/osUpgradeHistory", dependencies=authed)
     def history(name: str) -> dict[str, Any]:

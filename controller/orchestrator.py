@@ -135,16 +135,32 @@ class Orchestrator:
         )
 
     def start(
-        self, scale_set: str, target: ImageRecord, policy: Policy, started_by: str
+        self,
+        scale_set: str,
+        target: ImageRecord,
+        policy: Policy,
+        started_by: str,
+        *,
+        only: set[str] | None = None,
+        all_at_once: bool = False,
     ) -> UpgradeRecord:
-        """Plan and record a new upgrade (raises store.Conflict if one runs)."""
+        """Plan and record a new upgrade (raises store.Conflict if one runs).
+
+        ``only`` limits it to named instances (manualUpgrade); ``all_at_once``
+        puts every instance in one batch (upgrade mode Automatic)."""
         instances = self.store.list_instances(scale_set)
-        plan = self.plan(
-            instances,
-            target.version,
-            policy.max_batch_instance_percent,
-            prioritize_unhealthy=policy.prioritize_unhealthy,
-        )
+        if only is not None:
+            instances = [i for i in instances if i.instance_id in only]
+        if all_at_once:
+            taken = self.plan(instances, target.version, 100, prioritize_unhealthy=False)
+            plan = [sorted((i for b in taken for i in b), key=int)] if taken else []
+        else:
+            plan = self.plan(
+                instances,
+                target.version,
+                policy.max_batch_instance_percent,
+                prioritize_unhealthy=policy.prioritize_unhealthy,
+            )
         now = self.clock.now()
         up = UpgradeRecord(
             id=new_upgrade_id(),

@@ -290,10 +290,45 @@ class Controller:
                 "properties.virtualMachineProfile.storageProfile.imageReference: no published"
                 f" image {ref.publisher}/{ref.offer}/{ref.sku}/{ref.version}",
             ) from None
-        created = self.store.get_scale_set(model.name) is None
+        old = self.store.get_scale_set(model.name)
+        old_ref = parse_scale_set(model.name, old.body).image_reference if old else None
+        image_changed = old_ref is not None and old_ref != ref
+        if image_changed and self.store.running_upgrade(model.name) is not None:
+            raise ControllerError(
+                409,
+                "OperationNotAllowed",
+                f"scale set {model.name} has a rolling upgrade running; cancel it before"
+                " changing properties.virtualMachineProfile.storageProfile.imageReference",
+            )
         self.store.put_scale_set(model.name, model.to_body(defaults=False), None)
         self._reconcile_later(model.name)
-        return model, created
+        if image_changed:
+            self._apply_model_image(model)
+        return model, old is None
+
+    def _apply_model_image(self, model: ScaleSetModel) -> None:
+        """An explicit image change (version, sku or another image) reaches the
+        existing instances by the upgrade mode: Manual waits for manualUpgrade,
+        Automatic reimages them all at once, Rolling runs a rolling upgrade."""
+        if model.mode == "Manual" or not self.store.list_instances(model.name):
+            return
+        target = self.resolve(model.image_reference)
+        if model.mode == "Automatic":
+            self.start_upgrade(
+                model.name, "User", target, policy=self.all_at_once(model), all_at_once=True
+            )
+        else:
+            self.start_upgrade(model.name, "User", target)
+
+    def all_at_once(self, model: ScaleSetModel) -> Policy:
+        """Upgrade mode Automatic and manualUpgrade: one batch, no stop rules."""
+        return Policy(
+            max_batch_instance_percent=100,
+            max_unhealthy_instance_percent=100,
+            max_unhealthy_upgraded_instance_percent=100,
+            health_timeout_seconds=model.rolling.health_timeout_seconds,
+            automatic_rollback=False,
+        )
 
     def _reconcile_later(self, name: str) -> None:
         """Reconcile in the background; a request made while one runs makes it
@@ -476,12 +511,26 @@ class Controller:
         )
 
     def start_upgrade(
-        self, name: str, started_by: str, target: ImageRecord | None = None
+        self,
+        name: str,
+        started_by: str,
+        target: ImageRecord | None = None,
+        *,
+        policy: Policy | None = None,
+        only: set[str] | None = None,
+        all_at_once: bool = False,
     ) -> UpgradeRecord:
         model = self.model(name)
         target = target or self.latest_image(model)
         try:
-            up = self.orch.start(name, target, self.policy(model, started_by), started_by)
+            up = self.orch.start(
+                name,
+                target,
+                policy or self.policy(model, started_by),
+                started_by,
+                only=only,
+                all_at_once=all_at_once,
+            )
         except Conflict:
             raise ControllerError(
                 409,
@@ -514,6 +563,65 @@ class Controller:
             and version_key(newest.version) > version_key(up.target.version)
         ):
             self._start_platform(model, newest)
+
+    def _named(self, name: str, instance_ids: list[str]) -> list[InstanceRecord]:
+        have = {i.instance_id: i for i in self.store.list_instances(name)}
+        if not instance_ids:
+            raise ControllerError(400, "InvalidParameter", "instanceIds: name at least one")
+        unknown = [i for i in instance_ids if i not in have]
+        if unknown:
+            raise ControllerError(
+                400,
+                "InvalidParameter",
+                f"instanceIds: {unknown[0][:20]!r} is not an instance of {name}",
+            )
+        return [have[i] for i in dict.fromkeys(instance_ids)]
+
+    def manual_upgrade(self, name: str, instance_ids: list[str]) -> UpgradeRecord:
+        """Bring the named instances to the model's image (any upgrade mode),
+        all at once, as a recorded upgrade started by the user."""
+        model = self.model(name)
+        self._named(name, instance_ids)
+        target = self.resolve(model.image_reference)
+        return self.start_upgrade(
+            name,
+            "User",
+            target,
+            policy=self.all_at_once(model),
+            only=set(instance_ids),
+            all_at_once=True,
+        )
+
+    def reimage(self, name: str, instance_ids: list[str]) -> None:
+        """A fresh OS disk from the image each named instance runs now; data
+        disks kept. Runs in the background; each agent journals its reimage."""
+        model = self.model(name)
+        insts = self._named(name, instance_ids)
+        ref = model.image_reference
+        jobs = []
+        for inst in insts:
+            version = inst.image_version or self.resolve(ref).version
+            try:
+                rec = self.catalog.resolve(ref.publisher, ref.offer, ref.sku, version)
+            except CatalogError as e:
+                raise ControllerError(e.status, e.code, e.message) from None
+            jobs.append((inst, self.image_spec(rec)))
+
+        def work() -> None:
+            for inst, spec in jobs:
+                op_id = f"reimage-{inst.name}-{int(self.clock.now() * 1000)}"
+                try:
+                    op = self._wait_op(
+                        inst.host, self.agents.reimage(inst.host, inst.name, spec, op_id)
+                    )
+                    if op.status == "Succeeded":
+                        self.agents.commit(inst.host, inst.name, f"{op_id}-commit")
+                    else:
+                        log.error("reimage of %s failed: %s", inst.name, op.error)
+                except AgentError as e:
+                    log.error("reimage of %s: %s", inst.name, e)
+
+        self._background(f"reimage-{name}-{self.clock.now()}", work)
 
     def cancel(self, name: str) -> None:
         self.model(name)

@@ -245,3 +245,76 @@ def test_unknown_things_are_404(env: Env) -> None:
         r = env.api.get(path, headers=AUTH)
         assert r.status_code == 404, (path, r.text)
         assert set(r.json()["error"]) == {"code", "message"}
+
+
+def _explicit(env: Env, mode: str, capacity: int = 3) -> None:
+    env.publish("1")
+    env.publish("2")
+    env.api.post(
+        "/v1/hosts", json={"name": "h1", "url": "http://a/h1", "token": "t" * 20}, headers=AUTH
+    )
+    b = body(capacity=capacity)
+    b["properties"]["upgradePolicy"]["mode"] = mode
+    b["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]["version"] = "1"
+    assert env.api.put("/v1/scaleSets/web", json=b, headers=AUTH).status_code == 201
+    env.ctl.wait_idle()
+
+
+def _to_version(env: Env, version: str) -> Any:
+    patch = {
+        "properties": {
+            "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": version}}}
+        }
+    }
+    r = env.api.patch("/v1/scaleSets/web", json=patch, headers=AUTH)
+    env.ctl.wait_idle()
+    return r
+
+
+def _versions(env: Env) -> list[str]:
+    vms = env.api.get("/v1/scaleSets/web/virtualMachines", headers=AUTH).json()["value"]
+    return [v["imageVersion"] for v in vms]
+
+
+def test_model_change_in_rolling_mode_runs_a_rolling_upgrade(env: Env) -> None:
+    _explicit(env, "Rolling")
+    assert _to_version(env, "2").status_code == 200
+    hist = env.api.get("/v1/scaleSets/web/osUpgradeHistory", headers=AUTH).json()["value"]
+    assert hist[0]["properties"]["startedBy"] == "User"
+    assert hist[0]["properties"]["runningStatus"]["code"] == "Completed"
+    latest = env.api.get("/v1/scaleSets/web/rollingUpgrades/latest", headers=AUTH).json()
+    assert latest["kvmss"]["batches"] == [["0"], ["1"], ["2"]]
+    assert _versions(env) == ["2", "2", "2"]
+
+
+def test_model_change_in_automatic_mode_upgrades_all_at_once(env: Env) -> None:
+    _explicit(env, "Automatic")
+    _to_version(env, "2")
+    latest = env.api.get("/v1/scaleSets/web/rollingUpgrades/latest", headers=AUTH).json()
+    assert latest["kvmss"]["batches"] == [["0", "1", "2"]]
+    assert _versions(env) == ["2", "2", "2"]
+
+
+def test_manual_mode_waits_for_manual_upgrade_of_named_instances(env: Env) -> None:
+    _explicit(env, "Manual")
+    _to_version(env, "2")
+    assert env.api.get("/v1/scaleSets/web/osUpgradeHistory", headers=AUTH).json()["value"] == []
+    assert _versions(env) == ["1", "1", "1"]
+    r = env.api.post("/v1/scaleSets/web/manualUpgrade", json={"instanceIds": ["1"]}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    env.ctl.wait_idle()
+    assert _versions(env) == ["1", "2", "1"]
+    r = env.api.post("/v1/scaleSets/web/manualUpgrade", json={"instanceIds": ["7"]}, headers=AUTH)
+    assert r.status_code == 400 and "instanceIds" in r.json()["error"]["message"]
+    r = env.api.post("/v1/scaleSets/web/manualUpgrade", json={"instanceIds": []}, headers=AUTH)
+    assert r.status_code == 400
+
+
+def test_reimage_gives_named_instances_a_fresh_disk_of_their_version(env: Env) -> None:
+    _explicit(env, "Manual")
+    r = env.api.post("/v1/scaleSets/web/reimage", json={"instanceIds": ["0", "2"]}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    env.ctl.wait_idle()
+    assert env.agents.reimages == {"web-0": 1, "web-2": 1}
+    assert _versions(env) == ["1", "1", "1"]
+    assert all(i.previous is None for i in env.agents.instances.values())  # committed
