@@ -318,3 +318,12 @@ def test_reimage_gives_named_instances_a_fresh_disk_of_their_version(env: Env) -
     assert env.agents.reimages == {"web-0": 1, "web-2": 1}
     assert _versions(env) == ["1", "1", "1"]
     assert all(i.previous is None for i in env.agents.instances.values())  # committed
+
+
+def test_blobs_answer_range_requests(env: Env) -> None:
+    env.publish("1")
+    rec = env.ctl.catalog.resolve("kvmss", "tiny", "1", "1")
+    path = env.ctl.image_spec(rec).url.split("127.0.0.1:1", 1)[1]
+    r = env.api.get(path, headers={"Range": "bytes=0-3"})
+    assert r.status_code == 206
+    assert r.content == rec.path.read_bytes()[:4] == b"QFI\xfb"
