@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: setup test test-fast lint images clean
+.PHONY: setup test test-fast lint images demo demo-down clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,15 @@ test: lint images
 
 test-fast: setup
 	$(PYTEST) -q -rs -m "not guest"
+
+# A local lab (a controller and two agents on this machine), a scale set of 6
+# tiny guests, and an automatic rolling upgrade shown live; it keeps running
+# until `make demo-down`.
+demo: setup
+	$(VENV)/bin/kvmss lab up
+
+demo-down:
+	$(VENV)/bin/kvmss lab down
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

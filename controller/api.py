@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.catalog import Catalog
 from controller.service import Controller, ControllerError
@@ -29,6 +29,14 @@ class HostIn(BaseModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     url: Annotated[str, Field(min_length=1, max_length=2048)]
     token: Annotated[str, Field(min_length=16, max_length=4096, repr=False)]
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        # it travels in an HTTP header: printable ASCII only
+        if not v.isascii() or not v.isprintable() or " " in v:
+            raise ValueError("must be printable ASCII without spaces")
+        return v
 
 
 class InstanceIds(BaseModel):
@@ -81,7 +89,7 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
 
     def _stage_dir(p: str, o: str, s: str, v: str) -> Path:
         for part, field in ((p, "publisher"), (o, "offer"), (s, "sku"), (v, "version")):
-            if not part or "/" in part or part in (".", "..") or len(part) > 64:
+            if not part or "/" in part or "\0" in part or part in (".", "..") or len(part) > 64:
                 raise ApiError(400, "InvalidParameter", f"{field}: invalid")
         return staging / p / o / s / v
 
@@ -184,7 +192,8 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
                 raise
             path, sha = pick(rec)
             if sig is not None and (
-                sha is None or not hmac.compare_digest(sig, ctl.blob_signature(sha))
+                sha is None
+                or not hmac.compare_digest(sig.encode(), ctl.blob_signature(sha).encode())
             ):
                 raise ApiError(401, "Unauthorized", "invalid signature")
             if path is None or sha is None:
@@ -286,8 +295,16 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
 async def _json(request: Request) -> Any:
     import json
 
+    from hostagent import wire
+
     raw = await request.body()
+    too_deep = f"the request body nests deeper than {wire.MAX_JSON_DEPTH} levels"
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "InvalidJson", too_deep) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "InvalidJson", "the request body is not valid JSON") from None
+    if wire.json_depth(body) > wire.MAX_JSON_DEPTH:
+        raise ApiError(400, "InvalidJson", too_deep)
+    return body

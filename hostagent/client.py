@@ -3,9 +3,10 @@ to agents). Errors come back as :class:`AgentError` with the agent's code."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
+from pydantic import BaseModel, ValidationError
 
 from hostagent import wire
 from kvmss.clock import Clock, SystemClock
@@ -22,6 +23,17 @@ class AgentError(Exception):
 class AgentUnreachable(AgentError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(0, "AgentUnreachable", f"{url}: {reason}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], data: Any) -> M:
+    """``data`` as a ``model``, or an AgentError: what answered is no agent."""
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        raise AgentError(0, "InvalidResponse", f"the answer is not a {model.__name__}") from None
 
 
 class AgentClient:
@@ -66,32 +78,35 @@ class AgentClient:
                 raise AgentError(r.status_code, "HttpError", r.text[:200]) from None
         if r.status_code == 204 or not r.content:
             return None
-        return r.json()
+        try:
+            return r.json()
+        except ValueError:
+            raise AgentError(0, "InvalidResponse", f"{self.base_url}: answered no JSON") from None
 
     # -- reads -------------------------------------------------------------------
 
     def host(self) -> wire.HostView:
-        return wire.HostView(**self._call("GET", "/v1/host"))
+        return _parse(wire.HostView, self._call("GET", "/v1/host"))
 
     def instances(self) -> list[wire.InstanceView]:
-        return wire.InstanceList(**self._call("GET", "/v1/instances")).value
+        return _parse(wire.InstanceList, self._call("GET", "/v1/instances")).value
 
     def instance(self, name: str) -> wire.InstanceView | None:
         try:
-            return wire.InstanceView(**self._call("GET", f"/v1/instances/{name}"))
+            return _parse(wire.InstanceView, self._call("GET", f"/v1/instances/{name}"))
         except AgentError as e:
             if e.status == 404:
                 return None
             raise
 
     def operation(self, op_id: str) -> wire.Operation:
-        return wire.Operation(**self._call("GET", f"/v1/operations/{op_id}"))
+        return _parse(wire.Operation, self._call("GET", f"/v1/operations/{op_id}"))
 
     # -- long operations ---------------------------------------------------------
 
     def put_instance(self, name: str, spec: wire.InstanceSpec) -> wire.Operation:
         body = spec.model_dump(mode="json", exclude_none=True)
-        return wire.Operation(**self._call("PUT", f"/v1/instances/{name}", json=body))
+        return _parse(wire.Operation, self._call("PUT", f"/v1/instances/{name}", json=body))
 
     def reimage(
         self, name: str, image: wire.ImageSpec, operation_id: str | None = None
@@ -117,11 +132,13 @@ class AgentClient:
         params = {"deleteDataDisks": "true" if delete_data_disks else "false"}
         if operation_id:
             params["operationId"] = operation_id
-        return wire.Operation(**self._call("DELETE", f"/v1/instances/{name}", params=params))
+        return _parse(wire.Operation, self._call("DELETE", f"/v1/instances/{name}", params=params))
 
     def _post(self, name: str, action: str, body: wire.WireModel) -> wire.Operation:
         payload = body.model_dump(mode="json", exclude_none=True)
-        return wire.Operation(**self._call("POST", f"/v1/instances/{name}/{action}", json=payload))
+        return _parse(
+            wire.Operation, self._call("POST", f"/v1/instances/{name}/{action}", json=payload)
+        )
 
     def wait(self, op: wire.Operation, timeout: float = 600.0, poll: float = 0.5) -> wire.Operation:
         """Poll until the operation is no longer InProgress (or raise TimeoutError)."""

@@ -26,4 +26,4 @@ class GuestTokens:
         return hmac.new(self._key, instance.encode(), hashlib.sha256).hexdigest()
 
     def verify(self, instance: str, token: str) -> bool:
-        return hmac.compare_digest(self.token(instance), token)
+        return hmac.compare_digest(self.token(instance).encode(), token.encode())

@@ -125,6 +125,8 @@ class InstanceManager:
         if existing is not None:
             self._converge(existing, spec)
             return
+        if self.hv.state(name) != "absent":
+            raise Conflict(f"a domain named {name} exists on this host and is not a kvmss instance")
         self._save_spec(name, spec)
         with self._alloc_lock:
             address = self._allocate_address()
@@ -440,7 +442,8 @@ class InstanceManager:
     def redo_delete(self, entry: Entry) -> None:
         name = entry.instance
         self.prober.unwatch(name)
-        self.hv.undefine(name)
+        if self.hv.get(name) is not None:  # never a domain kvmss does not own
+            self.hv.undefine(name)
         crash_point("delete", "undefined")
         d = self.layout.instance_dir(name)
         for n in self.builder.files_on_disk(name) if d.exists() else set():

@@ -93,7 +93,11 @@ class Hypervisor:
         dom = self._dom(name)
         if dom is None:
             return None
-        d = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        try:
+            d = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except ValueError as e:  # not one we defined (as in owned())
+            log.debug("domain %s is not ours: %s", name, e)
+            return None
         return d if d.metadata is not None else None
 
     def owned(self) -> list[Domain]:

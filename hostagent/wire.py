@@ -20,6 +20,27 @@ IMAGE_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 OPERATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
+# Extension settings are free-form JSON; this bounds how deeply they (and
+# the controller's request bodies) may nest, well inside what pydantic
+# serialises (255 levels) and what Python's recursion limit allows.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests JSON objects and arrays (a scalar is 0).
+    Iterative, so no value is too deep to measure."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def check_instance_name(name: str) -> str:
     """Return ``name`` or raise ValueError saying why it is not an instance name."""
     if not INSTANCE_NAME_RE.fullmatch(name):
@@ -116,6 +137,13 @@ class Extension(WireModel):
     def _name(cls, v: str) -> str:
         if not EXTENSION_NAME_RE.fullmatch(v):
             raise ValueError("must be 1-64 letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("settings", "protectedSettings")
+    @classmethod
+    def _shallow(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if json_depth(v) > MAX_JSON_DEPTH:
+            raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
         return v
 
 

@@ -23,6 +23,7 @@ from click.core import ParameterSource
 
 from kvmss.apiclient import ApiClient, ApiError, ControllerUnreachable, path_of
 from kvmss.clock import Clock, SystemClock
+from kvmss.labcli import lab
 from kvmss.progress import WatchError, describe, running_code, upgrade_id, watch
 from kvmss.tables import (
     as_object,
@@ -705,6 +706,11 @@ def vmss_plan(state: CliState, name: str) -> None:
     """The batches a rolling upgrade of NAME would take, in order."""
     doc = state.client().get(path_of("scaleSets", name, "rollingUpgrades", "plan"))
     state.show(doc, plan_text)
+
+
+# --- local lab ------------------------------------------------------------------
+
+main.add_command(lab)
 
 
 if __name__ == "__main__":

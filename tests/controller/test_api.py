@@ -135,6 +135,96 @@ def test_publish_lists_and_serves_blobs_by_signature(env: Env) -> None:
     assert env.api.get(bad).status_code == 401
 
 
+def test_a_signature_that_is_not_ascii_is_401(env: Env) -> None:
+    # regression: the signature comparison raised TypeError (a 500) on non-ASCII
+    env.publish("1")
+    r = env.api.get("/v1/images/kvmss/tiny/1/1/blob", params={"sig": "caf\u00e9"})
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == {"code": "Unauthorized", "message": "invalid signature"}
+
+
+def test_staging_under_a_name_with_a_nul_byte_is_400(env: Env) -> None:
+    # regression: the NUL reached the file system (ValueError, a 500)
+    r = env.api.put("/v1/images/a%00b/tiny/1/1/kernel", content=b"k", headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"code": "InvalidParameter", "message": "publisher: invalid"}
+
+
+def test_bodies_nested_too_deeply_are_400(env: Env) -> None:
+    # regression: 1000 levels broke the JSON parser (RecursionError), 250 the
+    # model's serialisation (ValueError): both were 500s
+    env.publish("1")
+    deep: Any = "x"
+    for _ in range(100):
+        deep = {"a": deep}
+    b = body()
+    b["properties"]["virtualMachineProfile"]["extensionProfile"] = {
+        "extensions": [
+            {
+                "name": "x",
+                "properties": {
+                    "type": "CustomScript",
+                    "settings": {"commandToExecute": "true", "deep": deep},
+                },
+            }
+        ]
+    }
+    nested = b"[" * 5000 + b"]" * 5000
+    for method, content in (("PUT", nested), ("PUT", None), ("PATCH", nested)):
+        kw: dict[str, Any] = {"content": content} if content else {"json": b}
+        r = env.api.request(method, "/v1/scaleSets/web", headers=AUTH, **kw)
+        assert r.status_code == 400, (method, r.text)
+        assert r.json()["error"] == {
+            "code": "InvalidJson",
+            "message": "the request body nests deeper than 64 levels",
+        }
+
+
+def test_a_host_token_that_cannot_travel_in_a_header_is_400(env: Env) -> None:
+    # regression: a non-latin-1 token broke the probe request (UnicodeEncodeError, a 500)
+    for token in ("\u2603" * 20, "tok en-0123456789abcdef", "token\n0123456789abcdef"):
+        r = env.api.post(
+            "/v1/hosts", json={"name": "h1", "url": "http://a/h1", "token": token}, headers=AUTH
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["message"] == "token: must be printable ASCII without spaces"
+
+
+def test_a_host_url_that_is_no_agent_is_400(tmp_path: Path) -> None:
+    # regression: with the real agent client, a 200 that is not JSON or not a
+    # host view escaped as JSONDecodeError / ValidationError (500s)
+    from tests.fixtures import FileServer
+
+    served = tmp_path / "served"
+    for sub, text in (("text", "hello"), ("json", '{"name": 1}')):
+        (served / sub / "v1").mkdir(parents=True)
+        (served / sub / "v1" / "host").write_text(text)
+    files = FileServer(served)
+    clock = SystemClock()
+    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
+    ctl = Controller(
+        store,
+        Catalog(store, tmp_path / "blobs", clock),
+        AgentDouble(clock),
+        clock,
+        Settings("http://127.0.0.1:1", b"s" * 32, poll_seconds=0.01),
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    api = TestClient(create_app(ctl, TOKEN, staging))
+    try:
+        for sub in ("text", "json"):
+            host = {"name": "h1", "url": files.url(sub), "token": "t" * 20}
+            r = api.post("/v1/hosts", json=host, headers=AUTH)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == "HostUnreachable"
+            assert "(InvalidResponse)" in r.json()["error"]["message"]
+    finally:
+        ctl.close()
+        store.close()
+        files.close()
+
+
 def test_publishing_garbage_is_a_4xx_and_leaves_nothing(env: Env) -> None:
     r = env.api.put("/v1/images/kvmss/tiny/1/1", content=b"not a disk" * 100, headers=AUTH)
     assert r.status_code == 400

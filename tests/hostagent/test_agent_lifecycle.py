@@ -316,6 +316,23 @@ def test_field_errors_name_the_field(env: Env) -> None:
     _nothing_for(env, n)
 
 
+@pytest.mark.parametrize("field", ["settings", "protectedSettings"])
+def test_extension_settings_nested_too_deeply_are_400(env: Env, field: str) -> None:
+    # regression: 300 levels were accepted (202) and the create then crashed
+    # storing the spec (pydantic's serialisation depth): an InternalError
+    n = name()
+    deep: Any = "x"
+    for _ in range(300):
+        deep = {"a": deep}
+    ext = {"name": "app", "settings": {"commandToExecute": "true"}, field: {"deep": deep}}
+    r = env.api.put(f"/v1/instances/{n}", json=spec(env, extensions=[ext]), headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == (
+        f"extensions.0.{field}: must not nest deeper than 64 levels"
+    )
+    _nothing_for(env, n)
+
+
 def _bad_image(env: Env, kind: str) -> dict[str, Any]:
     served = env.root / "served"
     good = env.images["1"]
@@ -458,6 +475,57 @@ def test_extensions_succeeded_and_running_is_healthy(env: Env) -> None:
     view = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
     assert view["health"]["state"] == "Unhealthy"
     assert view["powerState"] == "stopped"
+
+
+def test_a_guest_token_that_is_not_ascii_is_401(env: Env) -> None:
+    # regression: the token comparison raised TypeError (a 500) on non-ASCII
+    n = name()
+    create(env, n)
+    guest = TestClient(create_guest_app(env.agent))
+    r = guest.post(
+        f"/v1/guest/instances/{n}/health",
+        json={"instanceId": "i-1", "state": "Healthy"},
+        headers={"Authorization": b"Bearer caf\xc3\xa9"},
+    )
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["code"] == "Unauthorized"
+
+
+# -- domains kvmss does not own --------------------------------------------------
+
+FOREIGN_XML = """<domain type='test'>
+  <name>foreign-vm</name>
+  <memory unit='MiB'>64</memory>
+  <os><type>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/var/lib/libvirt/images/foreign.img'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>"""
+
+
+def test_a_domain_kvmss_does_not_own_is_404_and_left_alone(env: Env) -> None:
+    # regression: its XML (a disk without <driver>) made GET a 500; a create
+    # of its name left files behind, and a delete then undefined the domain
+    env.agent.hv.conn().defineXML(FOREIGN_XML)
+    try:
+        r = env.api.get("/v1/instances/foreign-vm", headers=AUTH)
+        assert r.status_code == 404, r.text
+        assert r.json()["error"]["code"] == "NotFound"
+        op = wait(env, env.api.put("/v1/instances/foreign-vm", json=spec(env), headers=AUTH))
+        assert op["status"] == "Failed"
+        assert op["error"]["code"] == "Conflict"
+        assert "not a kvmss instance" in op["error"]["message"]
+        assert not env.agent.layout.instance_dir("foreign-vm").exists()
+        env.agent.layout.instance_dir("foreign-vm").mkdir(parents=True)  # a leftover
+        op = wait(env, env.api.delete("/v1/instances/foreign-vm", headers=AUTH))
+        assert op["status"] == "Succeeded"
+        assert env.agent.hv.state("foreign-vm") != "absent"
+        assert not env.agent.layout.instance_dir("foreign-vm").exists()
+    finally:
+        env.agent.hv.conn().lookupByName("foreign-vm").undefine()
 
 
 # -- crash recovery (in process: the worker dies at each step) -------------------
