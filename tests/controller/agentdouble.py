@@ -10,15 +10,32 @@ instances ever out of service at once.
 
 from __future__ import annotations
 
+import functools
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from hostagent import wire
 from hostagent.client import AgentError, AgentUnreachable
 from kvmss.clock import Clock, iso8601
 
 HealthFn = Callable[[str, str, float], bool]  # (instance name, version, seconds since boot)
+
+_LOCK = threading.RLock()  # request threads and the controller's background threads share it
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _LOCK:
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def always_healthy(_name: str, _version: str, _age: float) -> bool:
@@ -111,6 +128,7 @@ class AgentDouble:
 
     # -- the port -------------------------------------------------------------
 
+    @_locked
     def put_instance(self, host: str, name: str, spec: wire.InstanceSpec) -> wire.Operation:
         self._reach(host)
         v = spec.image.reference.version
@@ -141,6 +159,7 @@ class AgentDouble:
         op = self.ops[operation_id]
         return view
 
+    @_locked
     def rollback(self, host: str, name: str, operation_id: str) -> wire.Operation:
         self._reach(host)
         inst = self._inst(name)
@@ -156,6 +175,7 @@ class AgentDouble:
 
         return self._op(operation_id, "rollback", name, apply)
 
+    @_locked
     def commit(self, host: str, name: str, operation_id: str) -> wire.Operation:
         self._reach(host)
         inst = self._inst(name)
@@ -169,6 +189,7 @@ class AgentDouble:
         self._settle()
         return view
 
+    @_locked
     def delete(self, host: str, name: str, operation_id: str) -> wire.Operation:
         self._reach(host)
 
@@ -177,6 +198,7 @@ class AgentDouble:
 
         return self._op(operation_id, "delete", name, apply)
 
+    @_locked
     def operation(self, host: str, op_id: str) -> wire.Operation:
         self._reach(host)
         self._settle()
@@ -184,6 +206,8 @@ class AgentDouble:
             raise AgentError(404, "NotFound", f"operation {op_id} does not exist")
         return self._view(self.ops[op_id])
 
+    @_locked
+    @_locked
     def instance(self, host: str, name: str) -> wire.InstanceView | None:
         self._reach(host)
         self._settle()
