@@ -18,16 +18,15 @@ from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 
 from controller.api import create_app
-from controller.catalog import Catalog
 from controller.mergepatch import merge_patch
 from controller.model import ScaleSetBody
-from controller.service import Controller, Settings
-from controller.store import Store
+from controller.service import Controller
 from hostagent import wire
 from kvmss import qemuimg
 from kvmss.clock import SystemClock
 from tests.apifuzz import Draw, FuzzCase, FuzzReport, fuzz_app, known_values
 from tests.controller.agentdouble import AgentDouble
+from tests.controller.controllerenv import make_controller
 
 TOKEN = "controller-fuzz-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -92,33 +91,11 @@ class Env:
     image: bytes
 
 
-def host_view(url: str, _token: str) -> wire.HostView:
-    return wire.HostView(
-        name=url.rsplit("/", 1)[-1],
-        hypervisor="qemu",
-        libvirtVersion="9.0.0",
-        capacity=wire.HostCapacity(vcpus=2, memoryMB=4096, diskFreeGB=10),
-        instanceCount=0,
-        bridge="b",
-        subnet="10.0.0.0/24",
-    )
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    clock = SystemClock()
-    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
-    agents = SerialAgentDouble(clock, op_seconds=0, boot_seconds=0)
-    ctl = Controller(
-        store,
-        Catalog(store, tmp_path / "blobs", clock),
-        agents,
-        clock,
-        Settings("http://127.0.0.1:1", b"s" * 32, poll_seconds=0.01),
-        probe_host=host_view,
-    )
-    staging = tmp_path / "staging"
-    staging.mkdir()
+    agents = SerialAgentDouble(SystemClock(), op_seconds=0, boot_seconds=0)
+    ctl, staging = make_controller(tmp_path, agents)
+    store = ctl.store
     qemuimg.create(tmp_path / "img.qcow2", 16 << 20)
     app = create_app(ctl, TOKEN, staging)
     try:
