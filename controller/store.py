@@ -17,7 +17,8 @@ Rules every method follows:
   (``scale_set WHERE status = 'RollingForward'``), enforced by the database
   itself, so two controllers racing cannot both start one.
 - Records go in and come out as frozen dataclasses; no SQLAlchemy object
-  leaves this module. Secrets (a host's token, a scale set body with its
+  leaves this module (records in :mod:`controller.records`,
+  tables in :mod:`controller.schema`). Secrets (a host's token, a scale set body with its
   customData) are kept out of the records' reprs and out of every message.
 
 Foreign keys: instances, upgrades, upgrade instances and decisions belong to
@@ -34,26 +35,13 @@ import dataclasses
 import json
 import os
 import re
-import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
     Connection,
-    Double,
     Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     and_,
     create_engine,
     delete,
@@ -66,7 +54,41 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from controller.records import (
+    AlreadyExists,
+    Conflict,
+    Decision,
+    HostRecord,
+    ImageRecord,
+    ImageRef,
+    InstanceRecord,
+    NotFound,
+    ScaleSetRecord,
+    StoreError,
+    UpgradeInstanceRecord,
+    UpgradeRecord,
+    instance_name,
+    new_upgrade_id,
+)
+from controller.schema import (
+    RUNNING,
+    decision_log_table,
+    hosts_table,
+    images_table,
+    instances_table,
+    metadata,
+    scale_sets_table,
+    schema_version_table,
+    upgrade_instances_table,
+    upgrades_table,
+)
 from kvmss.clock import Clock, SystemClock
+
+__all__ = [
+    "AlreadyExists", "Conflict", "Decision", "HostRecord", "ImageRecord", "ImageRef",
+    "InstanceRecord", "NotFound", "ScaleSetRecord", "Store", "StoreError",
+    "UpgradeInstanceRecord", "UpgradeRecord", "instance_name", "new_upgrade_id",
+]  # fmt: skip
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -77,7 +99,6 @@ SCHEMA_VERSION: Final = 1
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
 UPGRADE_STATUSES: Final = frozenset({"RollingForward", "Cancelled", "Completed", "Faulted"})
-RUNNING: Final = "RollingForward"
 STARTED_BY: Final = frozenset({"Platform", "User"})
 UPGRADE_INSTANCE_STATES: Final = frozenset(
     {
@@ -96,298 +117,6 @@ HISTORY_LIMIT: Final = 5
 HISTORY_MAX_AGE_SECONDS: Final = 60 * 86400
 
 _INSTANCE_ID_RE = re.compile(r"0|[1-9][0-9]{0,17}")
-
-
-# --- errors ------------------------------------------------------------------
-
-
-class StoreError(Exception):
-    """The store could not do what was asked (base of every store error)."""
-
-
-class NotFound(StoreError):
-    """The row asked for does not exist."""
-
-
-class AlreadyExists(StoreError):
-    """A row with that key exists already."""
-
-
-class Conflict(StoreError):
-    """A compare-and-swap or a uniqueness rule refused the write."""
-
-
-# --- records -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    publisher: str
-    offer: str
-    sku: str
-    version: str
-
-    def __str__(self) -> str:
-        return f"{self.publisher}/{self.offer}/{self.sku}/{self.version}"
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    publisher: str
-    offer: str
-    sku: str
-    version: str
-    sha256: str
-    size_bytes: int
-    virtual_size: int
-    path: Path
-    published_at: float
-    kernel_path: Path | None = None
-    kernel_sha256: str | None = None
-    initrd_path: Path | None = None
-    initrd_sha256: str | None = None
-    cmdline: str | None = None
-
-    @property
-    def ref(self) -> ImageRef:
-        return ImageRef(self.publisher, self.offer, self.sku, self.version)
-
-
-@dataclass(frozen=True)
-class HostRecord:
-    name: str
-    url: str
-    token: str = field(repr=False)
-    registered_at: float
-
-
-@dataclass(frozen=True)
-class ScaleSetRecord:
-    name: str
-    # The validated model body; holds customData, so it never shows in a repr.
-    body: dict[str, Any] = field(repr=False)
-    generation: int
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    scale_set: str
-    instance_id: str
-    name: str
-    host: str
-    update_domain: int
-    fault_domain: int
-    image_version: str | None  # what the controller believes it runs; None = unknown
-    state: str
-    updated_at: float = 0.0  # set by the store on every write
-
-
-@dataclass(frozen=True)
-class UpgradeRecord:
-    id: str
-    scale_set: str
-    started_by: str
-    target: ImageRef
-    status: str
-    start_time: float
-    policy: dict[str, Any]
-    batches: list[list[str]]
-    end_time: float | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    cancel_requested: bool = False
-    current_batch: int = 0
-    successful_count: int = 0
-    failed_count: int = 0
-    in_progress_count: int = 0
-    pending_count: int = 0
-    rolled_back_ok: int = 0
-    rolled_back_failed: int = 0
-    rollback_error: str | None = None
-
-
-@dataclass(frozen=True)
-class UpgradeInstanceRecord:
-    upgrade_id: str
-    instance_id: str
-    batch: int
-    state: str = "Pending"
-    operation_id: str | None = None
-    from_version: str | None = None
-    started_at: float | None = None
-    deadline: float | None = None
-    finished_at: float | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    upgrade_id: str
-    seq: int
-    time: float
-    instance_id: str | None
-    event: str
-    message: str
-
-
-def new_upgrade_id() -> str:
-    return str(uuid.uuid4())
-
-
-def instance_name(scale_set: str, instance_id: str) -> str:
-    """The instance's name on its host: ``<scaleset>-<id>``."""
-    return f"{scale_set}-{instance_id}"
-
-
-# --- schema --------------------------------------------------------------------
-
-metadata = MetaData()
-
-schema_version_table = Table(
-    "schema_version",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("version", Integer, nullable=False),
-)
-
-images_table = Table(
-    "images",
-    metadata,
-    Column("publisher", String(64), primary_key=True),
-    Column("offer", String(64), primary_key=True),
-    Column("sku", String(64), primary_key=True),
-    Column("version", String(64), primary_key=True),
-    Column("sha256", String(64), nullable=False),
-    Column("size_bytes", BigInteger, nullable=False),
-    Column("virtual_size", BigInteger, nullable=False),
-    Column("path", Text, nullable=False),
-    Column("published_at", Double, nullable=False),
-    Column("kernel_path", Text),
-    Column("kernel_sha256", String(64)),
-    Column("initrd_path", Text),
-    Column("initrd_sha256", String(64)),
-    Column("cmdline", Text),
-)
-
-hosts_table = Table(
-    "hosts",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("url", Text, nullable=False),
-    Column("token", Text, nullable=False),
-    Column("registered_at", Double, nullable=False),
-)
-
-scale_sets_table = Table(
-    "scale_sets",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("body", Text, nullable=False),
-    Column("generation", Integer, nullable=False),
-    Column("created_at", Double, nullable=False),
-    Column("updated_at", Double, nullable=False),
-)
-
-instances_table = Table(
-    "instances",
-    metadata,
-    Column(
-        "scale_set",
-        String(64),
-        ForeignKey("scale_sets.name", ondelete="RESTRICT"),
-        primary_key=True,
-    ),
-    Column("instance_id", String(20), primary_key=True),
-    Column("name", String(128), nullable=False, unique=True),
-    Column("host", String(64), nullable=False),
-    Column("update_domain", Integer, nullable=False),
-    Column("fault_domain", Integer, nullable=False),
-    Column("image_version", String(64)),
-    Column("state", String(32), nullable=False),
-    Column("updated_at", Double, nullable=False),
-)
-
-upgrades_table = Table(
-    "upgrades",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column(
-        "scale_set",
-        String(64),
-        ForeignKey("scale_sets.name", ondelete="CASCADE"),
-        nullable=False,
-    ),
-    Column("started_by", String(16), nullable=False),
-    Column("target_publisher", String(64), nullable=False),
-    Column("target_offer", String(64), nullable=False),
-    Column("target_sku", String(64), nullable=False),
-    Column("target_version", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("start_time", Double, nullable=False),
-    Column("end_time", Double),
-    Column("error_code", String(64)),
-    Column("error_message", Text),
-    Column("cancel_requested", Boolean, nullable=False),
-    Column("policy", Text, nullable=False),
-    Column("batches", Text, nullable=False),
-    Column("current_batch", Integer, nullable=False),
-    Column("successful_count", Integer, nullable=False),
-    Column("failed_count", Integer, nullable=False),
-    Column("in_progress_count", Integer, nullable=False),
-    Column("pending_count", Integer, nullable=False),
-    Column("rolled_back_ok", Integer, nullable=False),
-    Column("rolled_back_failed", Integer, nullable=False),
-    Column("rollback_error", Text),
-)
-
-# DESIGN.md rule 8: one rolling upgrade per scale set, enforced by the database.
-Index(
-    "upgrades_one_running_per_scale_set",
-    upgrades_table.c.scale_set,
-    unique=True,
-    sqlite_where=upgrades_table.c.status == RUNNING,
-    postgresql_where=upgrades_table.c.status == RUNNING,
-)
-Index("upgrades_by_start", upgrades_table.c.scale_set, upgrades_table.c.start_time)
-
-upgrade_instances_table = Table(
-    "upgrade_instances",
-    metadata,
-    Column(
-        "upgrade_id",
-        String(36),
-        ForeignKey("upgrades.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("instance_id", String(20), primary_key=True),
-    Column("batch", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("operation_id", String(64)),
-    Column("from_version", String(64)),
-    Column("started_at", Double),
-    Column("deadline", Double),
-    Column("finished_at", Double),
-    Column("reason", Text),
-)
-
-decision_log_table = Table(
-    "decision_log",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column(
-        "upgrade_id",
-        String(36),
-        ForeignKey("upgrades.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
-    Column("time", Double, nullable=False),
-    Column("instance_id", String(20)),
-    Column("event", String(32), nullable=False),
-    Column("message", Text, nullable=False),
-)
 
 
 # --- field handling ------------------------------------------------------------
