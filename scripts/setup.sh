@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev libxml2-utils pkg-config
   busybox-static linux-image-amd64 e2fsprogs cpio xorriso
   acl iproute2 python3-venv gcc curl wget shellcheck
+  debootstrap cloud-init openssh-server systemd vagrant vagrant-libvirt
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -23,7 +24,17 @@ if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
+  # Packages are installed, not started: without this, openssh-server's
+  # postinst starts an sshd on port 22 of a machine without systemd.
+  policy_rc=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [[ ! -e $policy_rc ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+    chmod +x "$policy_rc"
+    made_policy=1
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  ((made_policy)) && rm -f "$policy_rc"
 fi
 
 stamp="$VENV/.kvmss-installed"
