@@ -49,19 +49,12 @@ NAME_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{NAME_MAX_LENGTH - 2}}}[a-z0-9]
 COMPUTER_NAME_PREFIX_MAX_LENGTH = 15
 COMPUTER_NAME_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$")
 LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
-ADMIN_USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-SSH_PUBLIC_KEY_RE = re.compile(
-    r"^(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)"
-    r"|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
-    r" [A-Za-z0-9+/]+={0,3}(?: [^\x00-\x1f\x7f]*)?$"
-)
 # The agent keeps its own files next to the extensions' directories.
 RESERVED_EXTENSION_NAMES = frozenset({"status"})
 _REQUEST_PATH_RE = re.compile(r"^/?[!-~]*$")
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_$@-]{1,64}$")
 
 CUSTOM_DATA_MAX_LENGTH = 65536
-SSH_PUBLIC_KEY_MAX_LENGTH = 16384
 MAX_EXTENSIONS = 50
 MAX_DATA_DISKS = 16
 
@@ -261,7 +254,7 @@ class OsProfile(_Model):
         Annotated[
             str,
             _matching(
-                ADMIN_USERNAME_RE,
+                wire.ADMIN_USERNAME_RE,
                 "must be 1-32 lowercase letters, digits, '_' or '-', starting with a letter or '_'",
             ),
         ]
@@ -271,11 +264,20 @@ class OsProfile(_Model):
     sshPublicKeys: list[str] = Field(default_factory=list, max_length=32, repr=False)
     customData: str | None = Field(default=None, repr=False)
 
+    @field_validator("adminUsername")
+    @classmethod
+    def _admin_not_reserved(cls, v: str | None) -> str | None:
+        if v in wire.RESERVED_USERNAMES:
+            raise ValueError(f"{v!r} is a system account; choose another name")
+        return v
+
     @field_validator("sshPublicKeys")
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
         for i, key in enumerate(v):
-            if len(key) > SSH_PUBLIC_KEY_MAX_LENGTH or not SSH_PUBLIC_KEY_RE.fullmatch(key):
+            if len(key) > wire.SSH_PUBLIC_KEY_MAX_LENGTH or not wire.SSH_PUBLIC_KEY_RE.fullmatch(
+                key
+            ):
                 raise _Rule(
                     (i,),
                     "must be one OpenSSH public key line such as 'ssh-ed25519 AAAA... comment'",

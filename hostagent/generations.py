@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostagent import extensions, seed, wire
+from hostagent import extensions, seed, userdata, wire
 from hostagent.addresses import Subnet
 from hostagent.domxml import Generation, ImageRecord
 from hostagent.guesttokens import GuestTokens
@@ -80,13 +80,17 @@ class GenerationBuilder:
             network_config=seed.network_config(
                 mac, f"{address}/{subnet.prefixlen}", subnet.gateway, [subnet.gateway]
             ),
-            user_data=extensions.user_data_script(
-                instance=name,
-                instance_id=instance_id,
-                extensions=ordered,
-                report_url=self.report_url(name),
-                token=self.tokens.token(name),
-                custom_data=spec.osProfile.customData,
+            user_data=userdata.user_data(
+                admin_username=spec.osProfile.adminUsername,
+                ssh_public_keys=spec.osProfile.sshPublicKeys,
+                extensions_script=extensions.user_data_script(
+                    instance=name,
+                    instance_id=instance_id,
+                    extensions=ordered,
+                    report_url=self.report_url(name),
+                    token=self.tokens.token(name),
+                    custom_data=spec.osProfile.customData,
+                ),
             ),
         )
         try:

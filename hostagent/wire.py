@@ -18,6 +18,21 @@ EXTENSION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 IMAGE_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 OPERATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# A Linux user name cloud-init can create; the accounts of a Debian base
+# system are refused (cloud-init would change root's or a daemon's login).
+ADMIN_USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+RESERVED_USERNAMES = frozenset(
+    {"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+     "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "messagebus",
+     "sshd", "systemd-network", "systemd-resolve", "systemd-timesync", "polkitd"}
+)  # fmt: skip
+# One OpenSSH public key line: type, base64 blob, optional comment.
+SSH_PUBLIC_KEY_RE = re.compile(
+    r"^(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)"
+    r"|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r" [A-Za-z0-9+/]+={0,3}(?: [^\x00-\x1f\x7f]*)?$"
+)
+SSH_PUBLIC_KEY_MAX_LENGTH = 16384
 
 
 # Extension settings are free-form JSON; this bounds how deeply they (and
@@ -49,6 +64,28 @@ def check_instance_name(name: str) -> str:
             " and '-', starting and ending with a letter or digit"
         )
     return name
+
+
+def check_admin_username(name: str) -> str:
+    """Return ``name`` or raise ValueError saying why cloud-init must not create it."""
+    if not ADMIN_USERNAME_RE.fullmatch(name):
+        raise ValueError(
+            "adminUsername must be 1-32 lowercase letters, digits, '_' or '-',"
+            " starting with a letter or '_'"
+        )
+    if name in RESERVED_USERNAMES:
+        raise ValueError(f"adminUsername {name!r} is a system account; choose another name")
+    return name
+
+
+def check_ssh_public_key(key: str, index: int) -> str:
+    """Return ``key`` or raise ValueError (naming its index, never its text)."""
+    if len(key) > SSH_PUBLIC_KEY_MAX_LENGTH or not SSH_PUBLIC_KEY_RE.fullmatch(key):
+        raise ValueError(
+            f"sshPublicKeys[{index}] must be one OpenSSH public key line"
+            " such as 'ssh-ed25519 AAAA... comment'"
+        )
+    return key
 
 
 class WireModel(BaseModel):
@@ -167,7 +204,7 @@ class HealthProbe(WireModel):
 class OsProfile(WireModel):
     computerName: Annotated[str, Field(min_length=1, max_length=63)]
     adminUsername: Annotated[str, Field(max_length=32)] | None = None
-    sshPublicKeys: list[Annotated[str, Field(max_length=16384)]] = Field(default_factory=list)
+    sshPublicKeys: list[str] = Field(default_factory=list, max_length=32, repr=False)
     customData: Annotated[str, Field(max_length=65536)] | None = Field(default=None, repr=False)
 
     @field_validator("computerName")
@@ -176,6 +213,16 @@ class OsProfile(WireModel):
         if not INSTANCE_NAME_RE.fullmatch(v.lower()):
             raise ValueError("must be a host name (letters, digits and '-')")
         return v
+
+    @field_validator("adminUsername")
+    @classmethod
+    def _admin(cls, v: str | None) -> str | None:
+        return None if v is None else check_admin_username(v)
+
+    @field_validator("sshPublicKeys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        return [check_ssh_public_key(k, i) for i, k in enumerate(v)]
 
 
 class InstanceSpec(WireModel):

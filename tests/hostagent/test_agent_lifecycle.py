@@ -145,7 +145,9 @@ def test_create_defines_a_domain_with_overlay_seed_and_data_disks(env: Env) -> N
     seed = read_seed_iso(env.agent.layout.seed(n, 1))
     assert f"instance-id: {view['current']['instanceId']}" in seed.meta_data
     assert view["address"] in seed.network_config
-    assert seed.user_data.startswith("#!")
+    assert seed.user_data.startswith("MIME-Version: 1.0\n")
+    assert "Content-Type: text/x-shellscript" in seed.user_data
+    assert "\n#!/bin/sh\n" in seed.user_data
     # extensions are expected in provisionAfterExtensions order, none reported yet
     assert [(e["name"], e["status"]) for e in view["extensions"]] == [
         ("app", "NotStarted"),

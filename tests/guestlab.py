@@ -1,0 +1,123 @@
+"""A controller (its HTTP API, SQLite store and catalog) and real host agents,
+each its own "host" with its own bridge: the lab the end-to-end guest tests
+(tiny and Debian images) drive through the controller's REST API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import uvicorn
+
+from controller.server import ControllerConfig, build
+from controller.service import Controller
+from tests.agentproc import AgentProcess, free_port
+from tests.fixtures import storage_root
+
+TOKEN = "controller-token-0123456789abcdef"
+
+
+@dataclass
+class GuestLab:
+    url: str
+    ctl: Controller
+    agents: list[AgentProcess]
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        r = requests.request(
+            method, self.url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600, **kw
+        )
+        assert r.status_code < 400, (method, path, r.status_code, r.text)
+        return r.json() if r.content else None
+
+    def publish(self, image_dir: Path, offer: str, version: str) -> None:
+        """What ``kvmss image publish`` does with an image directory: kernel
+        and initrd staged first, then the disk with the kernel command line."""
+        m = json.loads((image_dir / "manifest.json").read_text())
+        base = f"/v1/images/kvmss/{offer}/1/{version}"
+        for part in ("kernel", "initrd"):
+            with (image_dir / m[part]["file"]).open("rb") as f:
+                self.call("PUT", f"{base}/{part}", data=f)
+        with (image_dir / m["disk"]["file"]).open("rb") as f:
+            self.call("PUT", base, data=f, params={"cmdline": m["cmdline"]})
+
+    def add_hosts(self) -> None:
+        for a in self.agents:
+            host = {"name": a.name, "url": a.client.base_url, "token": a.token}
+            self.call("POST", "/v1/hosts", json=host)
+
+    def vms(self, scale_set: str) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"/v1/scaleSets/{scale_set}/virtualMachines")["value"])
+
+    def history(self, scale_set: str) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"/v1/scaleSets/{scale_set}/osUpgradeHistory")["value"])
+
+    def watch_upgrade(self, scale_set: str, timeout: float) -> tuple[dict[str, Any], int]:
+        """Poll until the latest upgrade ends; return it and the most instances
+        ever seen out of service (not healthy) at once."""
+        worst = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            vms = self.vms(scale_set)
+            worst = max(worst, sum(1 for v in vms if v["health"] != "Healthy"))
+            latest = self.call("GET", f"/v1/scaleSets/{scale_set}/rollingUpgrades/latest")
+            if latest["properties"]["runningStatus"]["code"] != "RollingForward":
+                return latest, worst
+            time.sleep(1)
+        raise AssertionError("upgrade did not end")
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def guest_lab(tag: str, hosts: int = 2) -> Iterator[GuestLab]:
+    """A controller served by uvicorn in this process and ``hosts`` agent
+    processes on qemu:///system, all torn down (guests included) on exit."""
+    with storage_root(tag) as root:
+        agents = []
+        for i in range(1, hosts + 1):
+            (root / f"host{i}").mkdir()
+            agents.append(AgentProcess(root / f"host{i}", name=f"host{i}"))
+        port = free_port()
+        cfg = ControllerConfig.from_dict(
+            {
+                "listen": f"127.0.0.1:{port}",
+                "token": TOKEN,
+                "database": str(root / "ctl" / "kvmss.db"),
+                "blob_dir": str(root / "ctl" / "images"),
+                "poll_seconds": 1,
+            }
+        )
+        ctl, app = build(cfg)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        t = threading.Thread(target=server.run, daemon=True)
+        t.start()
+        while not server.started:
+            time.sleep(0.05)
+        try:
+            for a in agents:
+                a.start()
+            yield GuestLab(f"http://127.0.0.1:{port}", ctl, agents)
+        finally:
+            ctl.close()
+            server.should_exit = True
+            t.join(10)
+            for a in agents:
+                a.cleanup()
+            ctl.store.close()
