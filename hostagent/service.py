@@ -43,7 +43,7 @@ class Agent:
         clock = clock or SystemClock()
         layout = Layout(config.storage_dir)
         layout.prepare()
-        hv = Hypervisor(config.libvirt_uri, clock)
+        hv = Hypervisor(config.libvirt_uri, clock, storage_root=layout.root.absolute())
         domain_type = choose_domain_type(config.libvirt_uri)
         subnet = Subnet(config.subnet)
         tokens = GuestTokens(layout.guest_secret)

@@ -2,8 +2,11 @@
 
 Domains are read and written as :class:`hostagent.domxml.Domain`; the
 persistent (inactive) definition is the source of truth for what the agent
-owns (our ``<metadata>`` element), so a restarted agent rebuilds its view
-from :meth:`Hypervisor.owned` alone.
+owns (our ``<metadata>`` element whose OS disk lies under this agent's
+storage directory), so a restarted agent rebuilds its view from
+:meth:`Hypervisor.owned` alone. Several agents may share one libvirtd (labs,
+tests): each sees only its own instances, and a name another one holds is a
+domain that "is not a kvmss instance" of this agent.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import logging
 import os
 import threading
+from pathlib import Path
 
 import libvirt
 
@@ -45,9 +49,11 @@ libvirt.registerErrorHandler(_quiet_libvirt, None)
 
 
 class Hypervisor:
-    def __init__(self, uri: str, clock: Clock) -> None:
+    def __init__(self, uri: str, clock: Clock, storage_root: Path | None = None) -> None:
         self.uri = uri
         self.clock = clock
+        # Domains whose OS disk is elsewhere belong to another agent.
+        self.storage_root = storage_root
         self._lock = threading.Lock()
         self._conn: libvirt.virConnect | None = None
 
@@ -98,7 +104,14 @@ class Hypervisor:
         except ValueError as e:  # not one we defined (as in owned())
             log.debug("domain %s is not ours: %s", name, e)
             return None
-        return d if d.metadata is not None else None
+        return d if self._ours(d) else None
+
+    def _ours(self, d: Domain) -> bool:
+        if d.metadata is None:
+            return False
+        if self.storage_root is None:
+            return True
+        return Path(d.metadata.current.os_disk).is_relative_to(self.storage_root)
 
     def owned(self) -> list[Domain]:
         out = []
@@ -108,7 +121,7 @@ class Hypervisor:
             except (ValueError, libvirt.libvirtError) as e:
                 log.debug("skipping domain %s: %s", dom.name(), e)
                 continue
-            if d.metadata is not None:
+            if self._ours(d):
                 out.append(d)
         return out
 

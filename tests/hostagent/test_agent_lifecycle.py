@@ -108,11 +108,11 @@ def spec(env: Env, version: str = "1", **kw: Any) -> dict[str, Any]:
     return body
 
 
-def wait(env: Env, resp: Any) -> dict[str, Any]:
+def wait(env: Env, resp: Any, api: TestClient | None = None) -> dict[str, Any]:
     assert resp.status_code == 202, resp.text
     op = wire.Operation(**resp.json())
     for _ in range(400):
-        got = env.api.get(f"/v1/operations/{op.id}", headers=AUTH).json()
+        got = (api or env.api).get(f"/v1/operations/{op.id}", headers=AUTH).json()
         if got["status"] != "InProgress":
             return dict(got)
         SystemClock().sleep(0.01)
@@ -599,3 +599,34 @@ def test_finished_operations_are_forgotten_after_a_week(env: Env) -> None:
     assert ops.get(recent["id"]) is not None
     assert not (opdir / f"{old['id']}.json").exists()
     ops.shutdown()
+
+
+def test_two_agents_on_one_libvirt_see_only_their_own_instances(env: Env) -> None:
+    """Agents sharing a libvirtd (labs, tests) own the domains whose OS disk
+    is under their storage directory, and never touch another's."""
+    n = name()
+    create(env, n)
+    other_cfg = AgentConfig.from_dict(
+        {
+            "name": "host-b",
+            "token": TOKEN,
+            "libvirt_uri": "test:///default",
+            "storage_dir": str(env.root / "agent-b"),
+            "bridge": {"name": "kvt1", "subnet": "10.251.0.0/24"},
+        }
+    )
+    other = Agent.build(other_cfg, SystemClock())
+    other.start()
+    try:
+        api = TestClient(create_app(other))
+        assert n not in [v["name"] for v in api.get("/v1/instances", headers=AUTH).json()["value"]]
+        assert api.get(f"/v1/instances/{n}", headers=AUTH).status_code == 404
+        op = wait(env, api.put(f"/v1/instances/{n}", json=spec(env), headers=AUTH), api)
+        assert op["status"] == "Failed"
+        assert op["error"]["code"] == "Conflict", op
+        # Still the first agent's, untouched.
+        view = env.api.get(f"/v1/instances/{n}", headers=AUTH).json()
+        assert view["current"]["generation"] == 1
+        assert env.agent.hv.get(n) is not None
+    finally:
+        other.stop()
