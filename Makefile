@@ -9,8 +9,8 @@ setup:
 	@bash scripts/setup.sh
 
 lint: setup
-	$(VENV)/bin/ruff check kvmss hostagent controller tests bench images
-	$(VENV)/bin/ruff format --check kvmss hostagent controller tests bench images
+	$(VENV)/bin/ruff check kvmss hostagent controller tests bench images vagrant
+	$(VENV)/bin/ruff format --check kvmss hostagent controller tests bench images vagrant
 	$(VENV)/bin/mypy
 
 images: setup
