@@ -12,8 +12,10 @@ Configuration (YAML), e.g. /etc/kvmss/controller.yaml::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,10 @@ from controller.api import create_app
 from controller.catalog import Catalog
 from controller.service import Controller, Settings
 from controller.store import Store
-from kvmss import atomicfile, configfile
+from kvmss import atomicfile, configfile, serving
 from kvmss.clock import Clock, SystemClock
 from kvmss.configfile import ConfigError
+from kvmss.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -95,28 +98,42 @@ def build(cfg: ControllerConfig, clock: Clock | None = None) -> tuple[Controller
 
 
 def serve_from_config(path: Path) -> None:
+    """Serve until SIGTERM/SIGINT; under systemd (``Type=notify``) READY=1 once
+    listening, the watchdog fed from the serving loop, STOPPING=1 on shutdown."""
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = ControllerConfig.load(path)
-    ctl, app = build(cfg)
+    try:
+        cfg = ControllerConfig.load(path)
+    except ConfigError as e:  # one line in the journal, not a traceback
+        print(f"kvmss controller: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        ctl, app = build(cfg)
+    except Exception as e:
+        print(f"kvmss controller: cannot start: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    server = serving.Server(
+        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    )
     log.info("controller serving on %s:%d", cfg.host, cfg.port)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+        asyncio.run(
+            serving.serve(
+                [server],
+                Notifier.from_environ(),
+                f"serving on {cfg.host}:{cfg.port}",
+                handle_signals=True,
+            )
+        )
     finally:
         ctl.close()
         ctl.store.close()
 
 
 def main() -> None:
-    import sys
-
     if len(sys.argv) != 3 or sys.argv[1] != "--config":
         print("usage: python -m controller.server --config FILE", file=sys.stderr)
         raise SystemExit(2)
-    try:
-        serve_from_config(Path(sys.argv[2]))
-    except ConfigError as e:
-        print(f"kvmss controller: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    serve_from_config(Path(sys.argv[2]))
 
 
 if __name__ == "__main__":
