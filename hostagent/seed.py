@@ -94,7 +94,11 @@ def network_config(
         "addresses": [address.with_prefixlen],
     }
     if gateway is not None:
-        eth0["routes"] = [{"to": "default", "via": str(_ip(gateway, "gateway"))}]
+        via = _ip(gateway, "gateway")
+        # "0.0.0.0/0", not "default": bookworm's cloud-init (22.4) rejects the
+        # latter ("Address default is not a valid ip network").
+        everything = "0.0.0.0/0" if via.version == 4 else "::/0"
+        eth0["routes"] = [{"to": everything, "via": str(via)}]
     if nameservers:
         eth0["nameservers"] = {
             "addresses": [str(_ip(n, "nameservers")) for n in nameservers],

@@ -21,8 +21,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 from click.core import ParameterSource
 
+from kvmss import hostssh
 from kvmss.apiclient import ApiClient, ApiError, ControllerUnreachable, path_of
 from kvmss.clock import Clock, SystemClock
+from kvmss.hostssh import HostStepError, Steps, check_ssh_only, join_options, ssh_options
 from kvmss.labcli import lab
 from kvmss.progress import WatchError, describe, running_code, upgrade_id, watch
 from kvmss.tables import (
@@ -151,7 +153,7 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except ApiError as e:
             state_of(ctx).fail(f"{e.message} ({e.code})")
-        except (ControllerUnreachable, WatchError) as e:
+        except (ControllerUnreachable, WatchError, HostStepError) as e:
             state_of(ctx).fail(str(e))
         except OSError as e:  # a local file went away or became unreadable
             where = f"{e.filename}: " if e.filename else ""
@@ -266,6 +268,30 @@ def controller_serve(state: CliState, config_path: Path) -> None:
     serve_from_config(config_path)
 
 
+@controller.command("backup")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_CONTROLLER_CONFIG,
+    show_default=True,
+    help="Controller configuration (YAML): where its database is.",
+)
+@pass_state
+def controller_backup(state: CliState, out: Path, config_path: Path) -> None:
+    """Copy the controller's database to OUT while it runs (consistent, 0600)."""
+    from controller.backup import BackupError, backup
+    from controller.server import ControllerConfig
+    from kvmss.configfile import ConfigError
+
+    try:
+        result = backup(ControllerConfig.load(config_path).database, out)
+    except (BackupError, ConfigError) as e:
+        state.fail(str(e))
+    click.echo(f"backed up {result.tables} tables ({result.size_bytes} bytes) to {result.path}")
+
+
 # --- images ---------------------------------------------------------------------
 
 
@@ -343,6 +369,65 @@ def image_versions(state: CliState, publisher: str, offer: str, sku: str) -> Non
     state.show(doc, image_versions_table)
 
 
+@image.command("build")
+@click.argument("name", type=click.Choice(["tiny", "debian"]))
+@click.option("--version", "version", required=True, help="Image version, e.g. 1 or 2024.1.2.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output directory (default: build/images/NAME-VERSION in the source checkout,"
+    " NAME-fw-VERSION for --boot firmware).",
+)
+@click.option(
+    "--boot",
+    type=click.Choice(["kernel", "firmware"]),
+    help="debian: direct kernel boot (default) or a disk that boots through the firmware.",
+)
+@click.option("--publish/--no-publish", default=False, show_default=True, help="Publish it.")
+@click.option("--publisher", default="kvmss", show_default=True, help="Publish as this publisher.")
+@click.option("--offer", help="Publish as this offer (default: NAME).")
+@click.option("--sku", default="1", show_default=True, help="Publish as this sku.")
+@output_option
+@pass_state
+def image_build(
+    state: CliState,
+    name: str,
+    version: str,
+    out: Path | None,
+    boot: str | None,
+    publish: bool,
+    publisher: str,
+    offer: str | None,
+    sku: str,
+) -> None:
+    """Build VERSION of image NAME from its recipe in the source checkout
+    (a build of a version already built is skipped); --publish then
+    publishes it as PUBLISHER:OFFER:SKU:VERSION."""
+    from kvmss import imagebuild
+
+    if boot is not None and name != "debian":
+        raise click.UsageError("--boot: only the debian image can boot through the firmware")
+    client = state.client() if publish else None  # no token: fail before building
+    try:
+        built = imagebuild.build(
+            name, version, out, boot=boot, on_line=lambda line: state.echo(line, err=True)
+        )
+        manifest = imagebuild.read_manifest(built)
+        published = None
+        if client is not None:
+            urn = f"{publisher}:{offer or name}:{sku}:{version}"
+            _say_upload(state, built / manifest["disk"]["file"], urn)
+            published = imagebuild.publish(client, built, publisher, offer or name, sku, version)
+    except imagebuild.ImageBuildError as e:
+        state.fail(str(e))
+    if state.json:
+        state.print_json({"directory": str(built), "manifest": manifest, "published": published})
+        return
+    state.echo(f"built {name} {version} in {built}")
+    if client is not None:
+        state.echo(f"published {urn}")
+
+
 # --- hosts ----------------------------------------------------------------------
 
 
@@ -353,17 +438,36 @@ def host() -> None:
 
 @host.command("add")
 @click.argument("name")
-@click.option("--url", "agent_url", required=True, help="The host agent's management URL.")
+@click.option("--url", "agent_url", help="The management URL of an agent already running.")
 @click.option(
     "--agent-token-file",
-    required=True,
     type=_existing_file,
-    help="File holding the agent's bearer token.",
+    help="File holding that agent's bearer token.",
 )
+@ssh_options
+@join_options
 @output_option
 @pass_state
-def host_add(state: CliState, name: str, agent_url: str, agent_token_file: Path) -> None:
-    """Register the agent of host NAME."""
+def host_add(
+    state: CliState,
+    /,
+    name: str,
+    agent_url: str | None,
+    agent_token_file: Path | None,
+    **ssh: Any,
+) -> None:
+    """Register the agent of host NAME: one already running (--url and
+    --agent-token-file), or one installed, started and registered over SSH
+    (--ssh USER@ADDRESS)."""
+    check_ssh_only(ssh)
+    if ssh["ssh"] is not None:
+        if agent_url is not None or agent_token_file is not None:
+            raise click.UsageError("give either --ssh or --url and --agent-token-file, not both")
+        doc = hostssh.add(name, ssh, _host_steps(state))
+        state.show(doc, render_fields, empty=f"host {name} added")
+        return
+    if agent_url is None or agent_token_file is None:
+        raise click.UsageError("give --url and --agent-token-file, or --ssh USER@ADDRESS")
     check_url(agent_url, "--url")
     agent_token = read_secret_file(agent_token_file, "--agent-token-file")
     state.secrets.append(agent_token)
@@ -383,12 +487,26 @@ def host_list(state: CliState) -> None:
 
 @host.command("remove")
 @click.argument("name")
+@ssh_options
+@click.option("--purge", is_flag=True, help="With --ssh: also delete the agent's state-dir data.")
 @output_option
 @pass_state
-def host_remove(state: CliState, name: str) -> None:
-    """Remove host NAME."""
+def host_remove(state: CliState, /, name: str, purge: bool, **ssh: Any) -> None:
+    """Remove host NAME; with --ssh, also stop its agent and remove its unit
+    and configuration."""
+    check_ssh_only({**ssh, "purge": purge})
+    if ssh["ssh"] is not None:
+        hostssh.remove(name, ssh, purge, _host_steps(state))
+        return
     doc = state.client().delete(path_of("hosts", name))
     state.show(doc, render_fields)
+
+
+def _host_steps(state: CliState) -> Steps:
+    def say(message: str) -> None:
+        state.echo(message, err=True)
+
+    return Steps(state.client(), state.clock, say, state.secrets.append)
 
 
 # --- scale sets -----------------------------------------------------------------

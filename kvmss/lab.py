@@ -21,14 +21,13 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmss import atomicfile, labagents, labdaemons, labfiles, labprocs, labstate
+from kvmss import imagebuild, labagents, labdaemons, labfiles, labprocs, labstate
 from kvmss.apiclient import ApiClient, ApiError, path_of
 from kvmss.clock import Clock, SystemClock
 from kvmss.labdown import down
@@ -79,21 +78,10 @@ class UpResult:
 
 def build_image(version: str) -> Path:
     """Build (or find already built) tiny image ``version`` under build/images."""
-    out = IMAGES / f"tiny-{version}"
-    if not (REPO / "images" / "tiny" / "build.py").is_file():
-        raise LabError(f"kvmss lab needs the source checkout: {REPO}/images/tiny is missing")
-    proc = subprocess.run(
-        [sys.executable, "-m", "images.tiny.build", "--version", version, "--out", str(out)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise LabError(f"building tiny image {version} failed: {last[0]}")
-    return out
+    try:
+        return imagebuild.build("tiny", version, IMAGES / f"tiny-{version}")
+    except imagebuild.ImageBuildError as e:
+        raise LabError(str(e)) from None
 
 
 def _image_path(version: str) -> str:
@@ -111,12 +99,8 @@ def is_published(client: ApiClient, version: str) -> bool:
 
 
 def publish(client: ApiClient, image_dir: Path, version: str) -> None:
-    """What ``kvmss image publish`` does: kernel and initrd staged, then the disk."""
-    manifest = atomicfile.read_json(image_dir / "manifest.json")
-    base = _image_path(version)
-    for part in ("kernel", "initrd"):
-        client.upload(f"{base}/{part}", image_dir / manifest[part]["file"])
-    client.upload(base, image_dir / manifest["disk"]["file"], {"cmdline": manifest["cmdline"]})
+    """Publish a built tiny image as kvmss:tiny:1:``version``."""
+    imagebuild.publish(client, image_dir, *IMAGE, version)
 
 
 # --- the scale set ---------------------------------------------------------------------

@@ -3,16 +3,20 @@ that say what ran and what it printed, and its programs, copied into a staging
 tree together with the shared libraries they need.
 
 Everything comes from Debian packages the setup step installs (busybox-static,
-e2fsprogs, util-linux, linux-image-amd64); nothing is downloaded.
+e2fsprogs, util-linux, linux-image-amd64); nothing is downloaded. The Debian
+image (images/debian) runs its tools through :func:`run` and locks its
+output and cache directories with :func:`locked` too.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -46,6 +50,18 @@ def run(
             + (f": {out}" if out else "")
         )
     return proc
+
+
+@contextmanager
+def locked(directory: Path, name: str = ".lock") -> Iterator[None]:
+    """Hold an exclusive lock on ``directory/name`` (created if needed) for
+    the ``with``, so two builds never interleave in one directory."""
+    fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def shared_libraries(program: Path) -> list[Path]:

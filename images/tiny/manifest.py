@@ -1,10 +1,17 @@
-"""``manifest.json`` of a built tiny image: what the files are, their sha256,
-how to boot them, and which recipe and host inputs made them."""
+"""``manifest.json`` of a built image (tiny or Debian): what the files are,
+their sha256, how to boot them, and which recipe and host inputs made them.
+
+``boot`` is ``kernel`` when the host boots the image's kernel and initrd
+directly with ``cmdline``, ``firmware`` when the disk boots by itself
+(SeaBIOS and a boot loader on the disk; the kernel and initrd files are
+then only a copy of what the disk holds, and are not published).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from images.tiny.host import BuildError
+from kvmss import atomicfile
 
 MANIFEST = "manifest.json"
+BOOT_MODES = ("kernel", "firmware")
 RECIPE_DIR = Path(__file__).parent
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -104,6 +113,11 @@ class Manifest:
     kernel_version: str
     recipe: str
     inputs: str
+    boot: str = "kernel"
+
+    def __post_init__(self) -> None:
+        if self.boot not in BOOT_MODES:
+            raise ValueError(f"manifest boot must be one of {', '.join(BOOT_MODES)}")
 
     def files(self) -> tuple[ImageFile, ImageFile, ImageFile]:
         return (self.disk, self.kernel, self.initrd)
@@ -119,6 +133,7 @@ class Manifest:
             "kernelVersion": self.kernel_version,
             "recipe": self.recipe,
             "inputs": self.inputs,
+            "boot": self.boot,
         }
 
     def dumps(self) -> bytes:
@@ -145,6 +160,7 @@ class Manifest:
             kernel_version=text("kernelVersion"),
             recipe=text("recipe"),
             inputs=text("inputs"),
+            boot=text("boot") if "boot" in data else "kernel",
         )
 
     @classmethod
@@ -154,3 +170,36 @@ class Manifest:
             return cls.from_json(json.loads(path.read_bytes()))
         except (ValueError, UnicodeDecodeError) as e:
             raise BuildError(f"{path}: {e}") from None
+
+
+def reusable(out: Path, name: str, version: str, recipe: str, inputs: str) -> Manifest | None:
+    """The manifest in ``out`` when it is for image ``name`` at ``version``
+    made by the same recipe from the same inputs, and its files still match
+    it; else None (the image must be built)."""
+    path = out / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = Manifest.load(path)
+    except BuildError:
+        return None
+    if (manifest.name, manifest.version, manifest.recipe, manifest.inputs) != (
+        name,
+        version,
+        recipe,
+        inputs,
+    ):
+        return None
+    if not all(f.verify(out) for f in manifest.files()):
+        return None
+    return manifest
+
+
+def install(work: Path, out: Path, manifest: Manifest) -> None:
+    """Move the files ``manifest`` names from ``work`` into ``out`` and write
+    the manifest last. There is no manifest while files are being swapped,
+    so a reader never sees one that does not describe the files next to it."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    for f in manifest.files():
+        os.replace(work / f.file, out / f.file)
+    atomicfile.write_bytes(out / MANIFEST, manifest.dumps(), mode=0o644)

@@ -26,7 +26,7 @@ ethernets:
     addresses:
     - 10.77.0.5/24
     routes:
-    - to: default
+    - to: 0.0.0.0/0
       via: 10.77.0.1
     nameservers:
       addresses:
@@ -64,7 +64,7 @@ def test_network_config_exact_text() -> None:
                 "match": {"macaddress": "52:54:00:12:34:56"},
                 "set-name": "eth0",
                 "addresses": ["10.77.0.5/24"],
-                "routes": [{"to": "default", "via": "10.77.0.1"}],
+                "routes": [{"to": "0.0.0.0/0", "via": "10.77.0.1"}],
                 "nameservers": {"addresses": ["10.77.0.1"]},
             }
         },
@@ -133,7 +133,7 @@ def test_tiny_image_awk_parser_reads_the_yaml() -> None:
         "ethernets.eth0.match.macaddress=52:54:00:ab:cd:ef",
         "ethernets.eth0.set-name=eth0",
         "ethernets.eth0.addresses.0=10.77.0.5/24",
-        "ethernets.eth0.routes.0.to=default",
+        "ethernets.eth0.routes.0.to=0.0.0.0/0",
         "ethernets.eth0.routes.0.via=10.77.0.1",
         "ethernets.eth0.nameservers.addresses.0=10.77.0.1",
         "instance-id=i-web-0-g2-abcdef",
