@@ -11,7 +11,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev libxml2-utils pkg-config
   busybox-static linux-image-amd64 e2fsprogs cpio xorriso
   acl iproute2 python3-venv gcc curl wget shellcheck
-  debootstrap cloud-init openssh-server systemd vagrant vagrant-libvirt
+  debootstrap cloud-init openssh-server systemd vagrant vagrant-libvirt nftables
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

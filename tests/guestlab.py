@@ -4,7 +4,6 @@ each its own "host" with its own bridge: the lab the end-to-end guest tests
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,8 @@ import uvicorn
 
 from controller.server import ControllerConfig, build
 from controller.service import Controller
+from kvmss import imagebuild
+from kvmss.apiclient import ApiClient
 from tests.agentproc import AgentProcess, free_port
 from tests.fixtures import storage_root
 
@@ -38,15 +39,8 @@ class GuestLab:
         return r.json() if r.content else None
 
     def publish(self, image_dir: Path, offer: str, version: str) -> None:
-        """What ``kvmss image publish`` does with an image directory: kernel
-        and initrd staged first, then the disk with the kernel command line."""
-        m = json.loads((image_dir / "manifest.json").read_text())
-        base = f"/v1/images/kvmss/{offer}/1/{version}"
-        for part in ("kernel", "initrd"):
-            with (image_dir / m[part]["file"]).open("rb") as f:
-                self.call("PUT", f"{base}/{part}", data=f)
-        with (image_dir / m["disk"]["file"]).open("rb") as f:
-            self.call("PUT", base, data=f, params={"cmdline": m["cmdline"]})
+        """What ``kvmss image publish`` does with an image directory."""
+        imagebuild.publish(ApiClient(self.url, TOKEN), image_dir, "kvmss", offer, "1", version)
 
     def add_hosts(self) -> None:
         for a in self.agents:
