@@ -1,6 +1,7 @@
 """The agent's management API (controller to agent), DESIGN.md "Host agent API".
 
-Every route but none needs ``Authorization: Bearer <agent token>``. Long
+Every route but FastAPI's documentation of the API (/openapi.json, /docs,
+/redoc) needs ``Authorization: Bearer <agent token>``. Long
 operations answer 202 with the operation (and a Location header); bad input
 is rejected before anything starts.
 """
@@ -27,6 +28,32 @@ def _name(name: str) -> str:
         return wire.check_instance_name(name)
     except ValueError as e:
         raise ApiError(400, "InvalidName", str(e)) from None
+
+
+def _image(image: wire.ImageSpec) -> wire.ImageSpec:
+    """Refuse what the domain XML cannot carry: the kernel command line goes
+    into ``<cmdline>`` and the domain's metadata, where a NUL or another
+    control character either breaks the definition half way or is changed
+    by XML (a CR), so it must be printable (one line)."""
+    if image.cmdline is not None and not image.cmdline.isprintable():
+        raise ApiError(
+            400, "InvalidRequest", "image.cmdline: must be one line of printable characters"
+        )
+    return image
+
+
+def _extension_references(spec: wire.InstanceSpec) -> None:
+    """provisionAfterExtensions may only hold extension names (the messages
+    that say a name is unknown quote it)."""
+    for i, ext in enumerate(spec.extensions):
+        for dep in ext.provisionAfterExtensions:
+            if not wire.EXTENSION_NAME_RE.fullmatch(dep):
+                raise ApiError(
+                    400,
+                    "InvalidRequest",
+                    f"extensions.{i}.provisionAfterExtensions: must hold extension names"
+                    " (1-64 letters, digits, '.', '_' or '-')",
+                )
 
 
 def create_app(agent: Agent) -> FastAPI:
@@ -99,6 +126,8 @@ def create_app(agent: Agent) -> FastAPI:
     @app.put("/v1/instances/{name}", status_code=202, dependencies=authed)
     def put_instance(name: str, spec: wire.InstanceSpec, response: Response) -> wire.Operation:
         name = _name(name)
+        _image(spec.image)
+        _extension_references(spec)
         try:
             mgr.validate_spec(spec)
         except OperationFailed as e:
@@ -111,6 +140,7 @@ def create_app(agent: Agent) -> FastAPI:
     @app.post("/v1/instances/{name}/reimage", status_code=202, dependencies=authed)
     def reimage(name: str, req: wire.ReimageRequest, response: Response) -> wire.Operation:
         name = _name(name)
+        _image(req.image)
         existing(name)
         if agent.ops.get(req.operationId or "") is None:
             prefetch(req.image)

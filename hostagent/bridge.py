@@ -16,6 +16,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from hostagent import guestfirewall
+
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
@@ -175,8 +177,14 @@ def ensure_bridge(name: str, address_cidr: str) -> None:
 
 
 def delete_bridge(name: str) -> None:
-    """Delete bridge ``name`` if it exists. A link of another kind is left alone (BridgeError)."""
+    """Delete bridge ``name`` if it exists, and the agent's guest isolation table
+    for it (:mod:`hostagent.guestfirewall`). A link of another kind is left
+    alone (BridgeError)."""
     check_bridge_name(name)
+    try:
+        guestfirewall.remove(name)
+    except guestfirewall.FirewallError as e:
+        raise BridgeError(str(e)) from None
     with IPRoute() as ipr:
         try:
             index = _bridge_index(ipr, name)

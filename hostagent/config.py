@@ -10,6 +10,15 @@ bridge:
   subnet: 10.77.0.0/24
 guest_port: 8091
 shutdown_timeout: 30
+guest_isolation: true    # nftables table kvmss_<bridge>: guests reach only guest_port
+
+``guest_isolation`` (default true) makes the agent install, at every start, an
+nftables table for its bridge (:mod:`hostagent.guestfirewall`): traffic from
+the guest bridge to this host is dropped except the guest report port on the
+bridge address (and ping), and nothing from the bridge is forwarded, so guests
+reach neither the management API nor a controller on this host, nor anything
+beyond it. It needs ``nft`` (Debian package nftables). ``false`` removes the
+table; use it only when the host's own firewall does the same.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ __all__ = ["AgentConfig", "ConfigError"]
 
 KNOWN = {
     "name", "listen", "token", "token_file", "libvirt_uri", "storage_dir",
-    "bridge", "guest_port", "shutdown_timeout",
+    "bridge", "guest_port", "shutdown_timeout", "guest_isolation",
 }  # fmt: skip
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
@@ -46,6 +55,7 @@ class AgentConfig:
     guest_port: int = 8091
     shutdown_timeout: float = 30.0
     manage_bridge: bool = True
+    guest_isolation: bool = True
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -78,6 +88,9 @@ class AgentConfig:
         timeout = raw.get("shutdown_timeout", 30)
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError("shutdown_timeout: must be a positive number of seconds")
+        isolation = raw.get("guest_isolation", True)
+        if not isinstance(isolation, bool):
+            raise ConfigError("guest_isolation: must be true or false")
         storage = Path(_str(raw, "storage_dir", "/var/lib/kvmss/agent"))
         if not storage.is_absolute():
             storage = (base / storage).resolve()
@@ -93,6 +106,7 @@ class AgentConfig:
             guest_port=guest_port,
             shutdown_timeout=float(timeout),
             manage_bridge=bool(bridge.get("manage", True)),
+            guest_isolation=isolation,
         )
 
 

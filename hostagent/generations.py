@@ -4,7 +4,9 @@ extensions again. Nothing here touches libvirt or a running guest."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from hostagent.domxml import Generation, ImageRecord
 from hostagent.guesttokens import GuestTokens
 from hostagent.imagecache import ImageCache
 from hostagent.layout import Layout
+from hostagent.operations import OperationFailed
 from hostagent.reports import ReportStore
 from kvmss import qemuimg
 
@@ -96,6 +99,9 @@ class GenerationBuilder:
         try:
             qemuimg.create_overlay(os_disk, base)
             seed.write_seed_iso(seed_iso, content)
+        except (OSError, qemuimg.QemuImgError) as e:
+            self.remove(name, number)
+            raise self._not_written(name, number, e) from None
         except BaseException:
             self.remove(name, number)
             raise
@@ -117,6 +123,25 @@ class GenerationBuilder:
             initrd=str(initrd) if initrd else None,
             cmdline=image.cmdline or None,
         )
+
+    def _not_written(
+        self, name: str, number: int, e: OSError | qemuimg.QemuImgError
+    ) -> OperationFailed:
+        """The error of a generation whose files could not be written: NoSpace
+        when the disk is full, GenerationFailed otherwise."""
+        where = self.layout.instance_dir(name)
+        what = f"instance {name}: cannot write OS disk generation {number} in {where}"
+        if isinstance(e, OSError):
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            detail = e.strerror or type(e).__name__
+        else:
+            full = os.strerror(errno.ENOSPC) in e.stderr or os.strerror(errno.EDQUOT) in e.stderr
+            detail = e.stderr.strip().splitlines()[-1] if e.stderr.strip() else str(e)
+        if full:
+            st = os.statvfs(where)
+            free = st.f_bavail * st.f_frsize
+            return OperationFailed("NoSpace", f"{what}: no space left ({free} bytes free)")
+        return OperationFailed("GenerationFailed", f"{what}: {detail}")
 
     def remove(self, name: str, number: int) -> None:
         """Delete a generation's files (idempotent)."""

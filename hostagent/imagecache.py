@@ -59,9 +59,10 @@ class ImageRejected(Exception):
     """A download was refused; nothing of it is left in the cache.
 
     ``code`` is one of: Sha256Mismatch, HttpError, TooLarge, NotQcow2,
-    BackingFile, DataFile, CheckFailed, DownloadFailed. ``transient`` is
-    true when trying again later may succeed (connection errors, timeouts,
-    HTTP 5xx and 429).
+    BackingFile, DataFile, CheckFailed, DownloadFailed, NoSpace (the cache's
+    filesystem is full), StoreFailed (writing into the cache failed
+    otherwise). ``transient`` is true when trying again later may succeed
+    (connection errors, timeouts, HTTP 5xx and 429, a full disk).
     """
 
     def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
@@ -169,7 +170,13 @@ class ImageCache:
         return rec if isinstance(rec, dict) else {}
 
     def _write_record(self, sha256: str, rec: dict[str, Any]) -> None:
-        atomicfile.write_json(self._record_path(sha256), rec, mode=0o644)
+        """Write the record; a failure (a full disk) is logged, not raised: the
+        file itself is verified and in place, and without a record for its kind
+        the next fetch verifies it again before handing it out."""
+        try:
+            atomicfile.write_json(self._record_path(sha256), rec, mode=0o644)
+        except OSError as e:
+            log.warning("cannot write the record of cached %s: %s", sha256, e.strerror or e)
 
     def last_used(self, sha256: str) -> float | None:
         """When the file was last handed out (clock time), None if not cached."""
@@ -231,9 +238,12 @@ class ImageCache:
                 )
             if kind == "qcow2":
                 self._inspect_qcow2(part, where)
-            os.chmod(part, 0o444)
-            os.replace(part, self.path_for(sha256))
-            atomicfile.fsync_dir(self.root)
+            try:
+                os.chmod(part, 0o444)
+                os.replace(part, self.path_for(sha256))
+                atomicfile.fsync_dir(self.root)
+            except OSError as e:
+                raise self._store_failed(where, e, "putting it in place") from None
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -241,6 +251,7 @@ class ImageCache:
     def _stream_to(self, url: str, part: Path, where: str) -> str:
         """Download ``url`` into ``part``; the sha256 of what was written."""
         digest = hashlib.sha256()
+        total = 0
         try:
             with self.session.get(url, stream=True, timeout=self.timeout) as resp:
                 if resp.status_code != 200:
@@ -250,11 +261,14 @@ class ImageCache:
                         transient=resp.status_code >= 500 or resp.status_code == 429,
                     )
                 declared = resp.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise self._too_large(where, f"it declares {declared} bytes")
+                if declared is not None and declared.isdigit():
+                    if int(declared) > self.max_bytes:
+                        raise self._too_large(where, f"it declares {declared} bytes")
+                    free = self.free_bytes()
+                    if int(declared) > free:
+                        raise self._no_space(where, f"it is {declared} bytes", free)
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
-                    total = 0
                     for chunk in resp.iter_content(CHUNK):
                         total += len(chunk)
                         if total > self.max_bytes:
@@ -269,7 +283,32 @@ class ImageCache:
                 f"image {where}: download failed: {type(e).__name__}",
                 transient=True,
             ) from None
+        except OSError as e:
+            raise self._store_failed(where, e, f"after {total} bytes") from None
         return digest.hexdigest()
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still put in the cache's filesystem."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def _no_space(self, where: str, detail: str, free: int) -> ImageRejected:
+        return ImageRejected(
+            "NoSpace",
+            f"image {where}: no space left in the host's image cache {self.root}: {detail},"
+            f" {free} bytes are free",
+            transient=True,
+        )
+
+    def _store_failed(self, where: str, e: OSError, detail: str) -> ImageRejected:
+        """What a failed write into the cache (a full disk, an I/O error) says."""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return self._no_space(where, f"writing failed {detail}", self.free_bytes())
+        return ImageRejected(
+            "StoreFailed",
+            f"image {where}: writing into the host's image cache {self.root} failed {detail}:"
+            f" {e.strerror or type(e).__name__}",
+        )
 
     def _too_large(self, where: str, detail: str) -> ImageRejected:
         return ImageRejected(

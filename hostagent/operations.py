@@ -6,6 +6,7 @@ again returns the existing operation (every call is idempotent).
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import uuid
@@ -114,6 +115,15 @@ class Operations:
             work(op.id)
         except OperationFailed as e:
             error = wire.ErrorInfo(code=e.code, message=e.message)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                log.exception("operation %s (%s of %s) crashed", op.id, op.kind, op.instance)
+                error = wire.ErrorInfo(code="InternalError", message=f"{type(e).__name__}: {e}")
+            else:  # the host's storage is full: say so, it is no bug
+                log.error("operation %s (%s of %s): %s", op.id, op.kind, op.instance, e)
+                error = wire.ErrorInfo(
+                    code="NoSpace", message=f"{op.kind} of {op.instance}: no space left: {e}"
+                )
         except Exception as e:  # a bug or an unexpected host failure
             log.exception("operation %s (%s of %s) crashed", op.id, op.kind, op.instance)
             error = wire.ErrorInfo(code="InternalError", message=f"{type(e).__name__}: {e}")

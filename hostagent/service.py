@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from hostagent import bridge, recovery, wire
+from hostagent import bridge, guestfirewall, recovery, wire
 from hostagent.addresses import Subnet
 from hostagent.config import AgentConfig
 from hostagent.generations import GenerationBuilder, Network
@@ -91,7 +91,24 @@ class Agent:
             return
         if entry.step != "done":
             log.error("%s of %s stopped at step %s; settling it", op.kind, op.instance, entry.step)
+            failed = self.ops.get(op.id)
             recovery.recover_entry(self.instances, self.ops, entry)
+            settled = self.ops.get(op.id)
+            # Recovery words an undo as "the agent restarted"; here it did
+            # not: the operation keeps the error its worker stopped with.
+            if (
+                failed is not None
+                and failed.error is not None
+                and settled is not None
+                and settled.error is not None
+                and settled.error.code == "Interrupted"
+            ):
+                self.ops.finish(
+                    op.id,
+                    failed.error.model_copy(
+                        update={"message": f"{failed.error.message} (what it did is undone)"}
+                    ),
+                )
         self.instances.journal.clear(op.instance)
 
     @property
@@ -99,9 +116,11 @@ class Agent:
         return self.instances.subnet
 
     def start(self) -> None:
-        """Bridge up, half-done operations settled, probes running."""
-        if self.config.manage_bridge and self.domain_type != "test":
-            bridge.ensure_bridge(self.config.bridge_name, self.subnet.host_cidr)
+        """Guests isolated, bridge up, half-done operations settled, probes running."""
+        if self.domain_type != "test":
+            self.isolate_guests()
+            if self.config.manage_bridge:
+                bridge.ensure_bridge(self.config.bridge_name, self.subnet.host_cidr)
         for inst, kind, outcome in recovery.recover(self.instances, self.ops):
             log.warning("after restart: %s of %s %s", kind, inst, outcome)
         for dom in self.hv.owned():
@@ -109,6 +128,18 @@ class Agent:
             if spec is not None and dom.metadata is not None and self.hv.is_running(dom.name):
                 self.instances.watch(dom.name, spec, dom.metadata.address)
         self.prober.start()
+
+    def isolate_guests(self) -> None:
+        """Install (or, with ``guest_isolation: false``, remove) the nftables
+        table that keeps guests off everything but the guest report port.
+        Done before the bridge is set up, so no guest ever runs unfiltered;
+        an agent that cannot install it does not start."""
+        cfg = self.config
+        if cfg.guest_isolation:
+            guestfirewall.apply(cfg.bridge_name, self.subnet.gateway, cfg.guest_port)
+        else:
+            guestfirewall.remove(cfg.bridge_name)
+            log.warning("guest_isolation is off: guests on %s reach this host", cfg.bridge_name)
 
     def stop(self) -> None:
         self.prober.stop()

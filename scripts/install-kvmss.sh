@@ -17,7 +17,9 @@ PREFIX=/opt/kvmss
 UNITS=""
 SOURCE=""
 PIP_ARGS=(-q)
-BUILD_DEPS=(python3-venv python3-dev libvirt-dev pkg-config gcc)
+# Packages apt-get installs when missing: what pip needs to build libvirt-python,
+# and nftables (nft), which the agent needs to isolate its guests.
+BUILD_DEPS=(python3-venv python3-dev libvirt-dev pkg-config gcc nftables)
 
 log() { printf 'install-kvmss: %s\n' "$*" >&2; }
 die() {

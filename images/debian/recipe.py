@@ -76,7 +76,7 @@ MASKED_UNITS = (
 TREE_MODULES = ("rootfs.py", "chroot.py")
 
 ROOT_LABEL = "kvmss-root"
-CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 no_timer_check"
 
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/%@-]+$")
 

@@ -74,25 +74,6 @@ def body(capacity: int = 2, **upgrade: Any) -> dict[str, Any]:
     }
 
 
-def test_every_non_public_endpoint_needs_the_token(env: Env) -> None:
-    spec = env.api.get("/openapi.json").json()
-    checked = 0
-    for path, methods in spec["paths"].items():
-        if path in ("/healthz", "/metrics"):
-            continue
-        url = path
-        for param in ("p", "o", "s", "v", "part", "name", "iid"):
-            url = url.replace("{" + param + "}", "x1")
-        for method in methods:
-            for headers in ({}, {"Authorization": "Bearer nope-nope-nope-nope"}):
-                r = env.api.request(method.upper(), url, headers=headers)
-                assert r.status_code == 401, (method, url, r.text)
-                checked += 1
-    assert checked >= 40
-    assert env.api.get("/healthz").status_code == 200
-    assert env.api.get("/metrics").status_code == 200
-
-
 def test_publish_lists_and_serves_blobs_by_signature(env: Env) -> None:
     r = env.publish("1")
     assert r.status_code == 201, r.text

@@ -380,23 +380,6 @@ def test_bad_images_are_422_and_touch_nothing(env: Env, kind: str, code: str) ->
     assert after["current"] == view["current"] and after["previous"] is None
 
 
-def test_no_token_or_wrong_token_is_401_everywhere(env: Env) -> None:
-    app = create_app(env.agent)
-    routes: list[tuple[set[str], str]] = [
-        (getattr(r, "methods", set()), getattr(r, "path", ""))
-        for r in app.routes
-        if getattr(r, "path", "").startswith("/v1/")
-    ]
-    assert len(routes) >= 9
-    for methods, path in routes:
-        url = path.replace("{name}", "vm-x").replace("{op_id}", "x").replace("{rest:path}", "a/b")
-        for method in methods:
-            for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": TOKEN}):
-                r = env.api.request(method, url, headers=headers, json={})
-                assert r.status_code == 401, (method, url, headers, r.text)
-                assert r.json()["error"]["code"] == "Unauthorized"
-
-
 def test_management_api_refuses_peers_on_the_guest_subnet(env: Env) -> None:
     from_guest = TestClient(create_app(env.agent), client=("10.250.0.7", 40000))
     r = from_guest.get("/v1/instances", headers=AUTH)
