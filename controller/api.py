@@ -1,27 +1,55 @@
 """The controller's REST API (DESIGN.md "Controller API"): bearer token on all
 but /healthz and /metrics; errors are ``{"error": {"code", "message"}}`` with
 a 4xx status. Image blobs are also readable with the signed URL the
-controller hands to agents (``?sig=``)."""
+controller hands to agents (``?sig=``).
+
+Where a handler runs is chosen for latency under load (bench/load.py): the
+reads that dashboards poll (a scale set, the list of them, an upgrade's
+status and history, a listing whose instance views are all known) are short
+reads of the local SQLite store, which in WAL mode never waits for a writer,
+so they run on the event loop itself; everything that can wait (a write, an
+agent call, an upload) runs on a worker thread. A request handed to a worker
+costs two thread switches, and under load each switch waits its turn for
+the GIL behind every busy thread, which made those hops most of a request's
+time. The bearer check is a compare in memory and runs on the loop too.
+A store that answers over the network (PostgreSQL) would need these reads on
+workers again.
+"""
 
 from __future__ import annotations
 
+import gc
 import hmac
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from controller.catalog import Catalog
 from controller.service import Controller, ControllerError
 from kvmss.httperrors import ApiError, bearer_auth, error_response, install
 
 MAX_UPLOAD_BYTES = 64 << 30
+# Threads running the blocking handlers (anyio's default is 40). They share
+# one GIL with the upgrade threads: past a few, more of them only take turns
+# more often, and a request waits behind every other one instead of in line.
+API_THREADS = 8
+GC_THRESHOLD0 = 20_000  # CPython's default: 700
+# A thread back from I/O (an agent call, a write) waits at most this long for
+# the GIL held by a busy one (CPython's default: 5 ms). A handler on a worker
+# does I/O a few times per request, and with 5 ms each its latency under load
+# was mostly waiting for the event loop to let go.
+GIL_SWITCH_SECONDS = 0.001
 
 
 class HostIn(BaseModel):
@@ -46,22 +74,47 @@ class InstanceIds(BaseModel):
     ]
 
 
+@asynccontextmanager
+async def _serving(_app: FastAPI) -> AsyncIterator[None]:
+    """Run the API's blocking handlers on :data:`API_THREADS` threads, hand
+    the GIL over sooner (:data:`GIL_SWITCH_SECONDS`), and keep the garbage
+    collector's pauses short while serving.
+
+    Every full collection walks every tracked object; the modules, the app
+    and its schemas alone are a few hundred thousand, and at a few hundred
+    requests/s full collections came more than once a second, each stopping
+    every thread for 60-110 ms. Frozen, what exists when serving starts is
+    left out of collections (it lives as long as the process anyway), and a
+    higher first threshold makes young collections, and so full ones, rarer.
+    """
+    anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    yield
+
+
 def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
-    app = FastAPI(title="kvmss controller", version="1")
+    app = FastAPI(title="kvmss controller", version="1", lifespan=_serving)
     install(app)
 
     @app.exception_handler(ControllerError)
     async def _ctl_error(_r: Request, e: ControllerError) -> Response:
         return error_response(e.status, e.code, e.message)
 
-    auth = bearer_auth(token)
+    check_token = bearer_auth(token)
+
+    async def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        # (a plain function dependency would be run on a worker thread)
+        check_token(authorization)
 
     authed = [Depends(auth)]
 
     # -- public ------------------------------------------------------------------
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -125,8 +178,6 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
         try:
             await _receive(request, Path(tmp))
             kernel, initrd = d / "kernel", d / "initrd"
-            from starlette.concurrency import run_in_threadpool
-
             rec = await run_in_threadpool(
                 ctl.publish,
                 (p, o, s, v),
@@ -183,7 +234,7 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
             authorization: Annotated[str | None, Header()] = None,
         ) -> FileResponse:
             if sig is None:
-                auth(authorization)
+                check_token(authorization)
             try:
                 rec = _image(p, o, s, v)
             except ControllerError:
@@ -223,24 +274,25 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
 
     @app.put("/v1/scaleSets/{name}", dependencies=authed)
     async def put_scale_set(name: str, request: Request, response: Response) -> dict[str, Any]:
+        # The body is read on the event loop, the model stored on a worker
+        # thread: a write can wait for the database, and must not stop the loop.
         body = await _json(request)
-        model, created = ctl.put_scale_set(name, body)
+        model, created = await run_in_threadpool(ctl.put_scale_set, name, body)
         response.status_code = 201 if created else 200
         return model.to_body(redact=True)
 
     @app.patch("/v1/scaleSets/{name}", dependencies=authed)
     async def patch_scale_set(name: str, request: Request) -> dict[str, Any]:
-        return ctl.patch(name, await _json(request)).to_body(redact=True)
+        body = await _json(request)
+        return (await run_in_threadpool(ctl.patch, name, body)).to_body(redact=True)
 
     @app.get("/v1/scaleSets/{name}", dependencies=authed)
-    def get_scale_set(name: str) -> dict[str, Any]:
-        return ctl.model(name).to_body(redact=True)
+    async def get_scale_set(name: str) -> dict[str, Any]:
+        return ctl.body(name)
 
     @app.get("/v1/scaleSets", dependencies=authed)
-    def list_scale_sets() -> dict[str, Any]:
-        return {
-            "value": [ctl.model(s.name).to_body(redact=True) for s in ctl.store.list_scale_sets()]
-        }
+    async def list_scale_sets() -> dict[str, Any]:
+        return {"value": ctl.bodies()}
 
     @app.delete("/v1/scaleSets/{name}", dependencies=authed, status_code=204)
     def delete_scale_set(name: str) -> Response:
@@ -248,8 +300,11 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
         return Response(status_code=204)
 
     @app.get("/v1/scaleSets/{name}/virtualMachines", dependencies=authed)
-    def vms(name: str) -> dict[str, Any]:
-        return {"value": ctl.instance_views(name)}
+    async def vms(name: str) -> dict[str, Any]:
+        known = ctl.known_instance_views(name)
+        if known is None:  # an agent must be asked: on a worker
+            known = await run_in_threadpool(ctl.instance_views, name)
+        return {"value": known}
 
     @app.get("/v1/scaleSets/{name}/virtualMachines/{iid}", dependencies=authed)
     def vm(name: str, iid: str) -> dict[str, Any]:
@@ -263,7 +318,7 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
         return {"upgradeId": up.id, "status": up.status}
 
     @app.get("/v1/scaleSets/{name}/rollingUpgrades/latest", dependencies=authed)
-    def latest(name: str) -> dict[str, Any]:
+    async def latest(name: str) -> dict[str, Any]:
         return ctl.latest_status(name)
 
     @app.post("/v1/scaleSets/{name}/rollingUpgrades/cancel", dependencies=authed, status_code=202)
@@ -286,7 +341,7 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
         return {"status": "Accepted"}
 
     @app.get("/v1/scaleSets/{name}/osUpgradeHistory", dependencies=authed)
-    def history(name: str) -> dict[str, Any]:
+    async def history(name: str) -> dict[str, Any]:
         return ctl.history(name)
 
     return app

@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,6 +21,13 @@ from typing import Any, BinaryIO
 from controller import placement, planner, specs, status
 from controller.agents import AgentPort
 from controller.catalog import Catalog, CatalogError
+from controller.instanceviews import (
+    InstanceViews,
+    ObservingPort,
+    SeenListed,
+    host_lister,
+    listing,
+)
 from controller.model import ModelError, ScaleSetModel, parse_scale_set, patch_scale_set
 from controller.orchestrator import Orchestrator, Policy
 from controller.store import (
@@ -27,6 +35,7 @@ from controller.store import (
     HostRecord,
     ImageRecord,
     InstanceRecord,
+    ScaleSetRecord,
     Store,
     UpgradeRecord,
     instance_name,
@@ -53,6 +62,23 @@ class Settings:
     blob_secret: bytes  # signs blob URLs handed to agents
     poll_seconds: float = 1.0
     op_timeout_seconds: float = 900.0
+    # how often listings' instance views are refreshed from each host
+    view_refresh_seconds: float = 5.0
+
+
+PATCH_ATTEMPTS = 5
+
+
+class _Unread:
+    """Not read yet (distinct from None, "there is none")."""
+
+
+UNREAD = _Unread()
+
+# How long a host's URL and token are taken from memory before the store is
+# asked again: every agent call needs them, a host never changes them (it is
+# removed and registered again), and another controller replica may do that.
+HOST_ENDPOINT_TTL_SECONDS = 5.0
 
 
 class Controller:
@@ -70,13 +96,22 @@ class Controller:
         self.agents = agents
         self.clock = clock
         self.settings = settings
-        self.orch = Orchestrator(store, agents, self.image_spec, clock)
+        self.views = InstanceViews(
+            agents,
+            host_lister(agents),
+            lambda: [h.name for h in store.list_hosts()],
+            clock,
+            settings.view_refresh_seconds,
+        )
+        self.orch = Orchestrator(store, ObservingPort(agents, self.views), self.image_spec, clock)
         self._probe_host = probe_host or (lambda url, token: AgentClient(url, token).host())
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._set_locks: dict[str, threading.Lock] = {}
         self._dirty: set[str] = set()
+        self._endpoints: dict[str, tuple[float, tuple[str, str]]] = {}
+        self._shown_bodies: dict[str, tuple[tuple[float, int], dict[str, Any]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -90,6 +125,7 @@ class Controller:
 
     def close(self) -> None:
         self._stop.set()
+        self.views.close()
         for t in list(self._threads.values()):
             t.join(timeout=30)
 
@@ -200,10 +236,21 @@ class Controller:
     # -- hosts -------------------------------------------------------------------
 
     def host_endpoint(self, host: str) -> tuple[str, str]:
+        now = self.clock.monotonic()
+        with self._lock:
+            known = self._endpoints.get(host)
+        if known is not None and now - known[0] < HOST_ENDPOINT_TTL_SECONDS:
+            return known[1]
         rec = self.store.get_host(host)
         if rec is None:
             raise AgentError(404, "HostNotFound", f"host {host} is not registered")
+        with self._lock:
+            self._endpoints[host] = (now, (rec.url, rec.token))
         return rec.url, rec.token
+
+    def _forget_endpoint(self, host: str) -> None:
+        with self._lock:
+            self._endpoints.pop(host, None)
 
     def add_host(self, name: str, url: str, token: str) -> dict[str, Any]:
         if not (url.startswith("http://") or url.startswith("https://")):
@@ -221,6 +268,7 @@ class Controller:
         if self.store.get_host(name) is not None:
             raise ControllerError(409, "Conflict", f"host {name} is already registered")
         self.store.add_host(HostRecord(name, url, token, self.clock.now()))
+        self._forget_endpoint(name)
         return self.host_view(name)
 
     def host_view(self, name: str) -> dict[str, Any]:
@@ -256,6 +304,7 @@ class Controller:
                     f"host {name} still runs {len(used)} instances ({used[0]}, ...)",
                 )
         self.store.delete_host(name)
+        self._forget_endpoint(name)
 
     # -- scale sets --------------------------------------------------------------
 
@@ -265,6 +314,11 @@ class Controller:
             raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
         return parse_scale_set(name, rec.body)
 
+    def _must_exist(self, name: str) -> None:
+        """404 unless the scale set exists (cheaper than parsing its model)."""
+        if self.store.get_scale_set(name) is None:
+            raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
+
     def put_scale_set(self, name: str, body: Any) -> tuple[ScaleSetModel, bool]:
         try:
             model = parse_scale_set(name, body)
@@ -272,14 +326,58 @@ class Controller:
             raise ControllerError(400, "InvalidParameter", e.message) from None
         return self._save(model)
 
-    def patch(self, name: str, patch: Any) -> ScaleSetModel:
-        try:
-            model = patch_scale_set(self.model(name), patch)
-        except ModelError as e:
-            raise ControllerError(400, "InvalidParameter", e.message) from None
-        return self._save(model)[0]
+    def body(self, name: str) -> dict[str, Any]:
+        """The scale set as GET shows it (customData redacted). Read-only: the
+        dict is shared by every caller until the model changes."""
+        rec = self.store.get_scale_set(name)
+        if rec is None:
+            raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
+        return self._shown(rec)
 
-    def _save(self, model: ScaleSetModel) -> tuple[ScaleSetModel, bool]:
+    def bodies(self) -> list[dict[str, Any]]:
+        """Every scale set as GET shows it, by name (read-only, as :meth:`body`)."""
+        return [self._shown(r) for r in self.store.list_scale_sets()]
+
+    def _shown(self, rec: ScaleSetRecord) -> dict[str, Any]:
+        # Dashboards read the same models over and over; parsing and showing
+        # one costs more than reading it, so what is shown is kept per version
+        # (a set deleted and made again starts its generations again: the
+        # creation time tells them apart).
+        version = (rec.created_at, rec.generation)
+        with self._lock:
+            known = self._shown_bodies.get(rec.name)
+        if known is not None and known[0] == version:
+            return known[1]
+        body = parse_scale_set(rec.name, rec.body).to_body(redact=True)
+        with self._lock:
+            self._shown_bodies[rec.name] = (version, body)
+        return body
+
+    def patch(self, name: str, patch: Any) -> ScaleSetModel:
+        """A JSON merge patch, applied atomically: the result is stored only
+        over the generation it was computed from, else computed again from
+        the newer one, so two clients patching at once both keep their change."""
+        for _ in range(PATCH_ATTEMPTS):
+            old = self.store.get_scale_set(name)
+            if old is None:
+                raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
+            try:
+                model = patch_scale_set(parse_scale_set(name, old.body), patch)
+            except ModelError as e:
+                raise ControllerError(400, "InvalidParameter", e.message) from None
+            try:
+                return self._save(model, old)[0]
+            except Conflict:
+                continue
+        raise ControllerError(
+            409, "Conflict", f"scale set {name} kept changing while being patched; try again"
+        )
+
+    def _save(
+        self, model: ScaleSetModel, old: ScaleSetRecord | _Unread | None = UNREAD
+    ) -> tuple[ScaleSetModel, bool]:
+        """Store ``model``; with ``old`` (what it was computed from, None for
+        nothing) only over that generation, else :class:`Conflict`."""
         ref = model.image_reference
         try:
             self.catalog.resolve(ref.publisher, ref.offer, ref.sku, ref.version)
@@ -290,8 +388,13 @@ class Controller:
                 "properties.virtualMachineProfile.storageProfile.imageReference: no published"
                 f" image {ref.publisher}/{ref.offer}/{ref.sku}/{ref.version}",
             ) from None
-        old = self.store.get_scale_set(model.name)
-        old_ref = parse_scale_set(model.name, old.body).image_reference if old else None
+        expected: int | None = None
+        if isinstance(old, _Unread):
+            old = self.store.get_scale_set(model.name)
+        else:
+            expected = old.generation if old is not None else 0
+        before = parse_scale_set(model.name, old.body) if old else None
+        old_ref = before.image_reference if before else None
         image_changed = old_ref is not None and old_ref != ref
         if image_changed and self.store.running_upgrade(model.name) is not None:
             raise ControllerError(
@@ -300,11 +403,18 @@ class Controller:
                 f"scale set {model.name} has a rolling upgrade running; cancel it before"
                 " changing properties.virtualMachineProfile.storageProfile.imageReference",
             )
-        self.store.put_scale_set(model.name, model.to_body(defaults=False), None)
-        self._reconcile_later(model.name)
+        self.store.put_scale_set(model.name, model.to_body(defaults=False), expected)
+        if before is None or before.capacity != model.capacity or self._unsettled(model):
+            self._reconcile_later(model.name)
         if image_changed:
             self._apply_model_image(model)
         return model, old is None
+
+    def _unsettled(self, model: ScaleSetModel) -> bool:
+        """Whether reconciling has work: instances short of or above the
+        capacity, or left Creating (most changes, a tag, leave none)."""
+        count, creating = self.store.instance_counts(model.name)
+        return count != model.capacity or creating > 0
 
     def _apply_model_image(self, model: ScaleSetModel) -> None:
         """An explicit image change (version, sku or another image) reaches the
@@ -356,6 +466,8 @@ class Controller:
         for inst in self.store.list_instances(name):
             self._delete_instance(inst)
         self.store.delete_scale_set(name)
+        with self._lock:
+            self._shown_bodies.pop(name, None)
 
     def _set_lock(self, name: str) -> threading.Lock:
         with self._lock:
@@ -370,14 +482,18 @@ class Controller:
             except ControllerError:
                 return
             insts = self.store.list_instances(name)
-            for iid in placement.ids_to_remove([i.instance_id for i in insts], model.capacity):
+            extra = placement.ids_to_remove([i.instance_id for i in insts], model.capacity)
+            for iid in extra:
                 inst = next(i for i in insts if i.instance_id == iid)
                 self._delete_instance(inst)
-            insts = self.store.list_instances(name)
+            if extra:
+                insts = self.store.list_instances(name)
             next_id = max((int(i.instance_id) for i in insts), default=-1) + 1
             new = placement.new_instance_ids(
                 [i.instance_id for i in insts], model.capacity, next_id
             )
+            if not new and all(i.state != "Creating" for i in insts):
+                return  # the common case: a change that leaves the capacity alone
             target = self.resolve(model.image_reference)
             hosts = [h.name for h in self.store.list_hosts()]
             try:
@@ -385,8 +501,8 @@ class Controller:
             except placement.PlacementError as e:
                 log.error("%s: %s", name, e)
                 return
-            for iid, (host, ud, fd) in where.items():
-                self.store.add_instance(
+            self.store.add_instances(
+                [
                     InstanceRecord(
                         name,
                         iid,
@@ -397,7 +513,9 @@ class Controller:
                         target.version,
                         "Creating",
                     )
-                )
+                    for iid, (host, ud, fd) in where.items()
+                ]
+            )
             pending = [i for i in self.store.list_instances(name) if i.state == "Creating"]
             spec_image = self.image_spec(target)
             ops = []
@@ -413,13 +531,17 @@ class Controller:
                 except AgentError as e:
                     log.error("%s: create failed: %s", inst.name, e)
                     self.store.update_instance(name, inst.instance_id, state="Failed")
+            # One write for every outcome known, made before each wait: a
+            # scale-out of hundreds is a few commits, not hundreds.
+            settled: dict[str, str] = {}
             for inst, op in ops:
+                if op.status == "InProgress" and settled:
+                    self.store.set_instance_states(name, settled)
+                    settled = {}
                 done = self._wait_op(inst.host, op)
-                self.store.update_instance(
-                    name,
-                    inst.instance_id,
-                    state="Running" if done.status == "Succeeded" else "Failed",
-                )
+                settled[inst.instance_id] = "Running" if done.status == "Succeeded" else "Failed"
+            if settled:
+                self.store.set_instance_states(name, settled)
 
     def _wait_op(self, host: str, op: wire.Operation) -> wire.Operation:
         deadline = self.clock.monotonic() + self.settings.op_timeout_seconds
@@ -442,19 +564,32 @@ class Controller:
         self.store.delete_instance(inst.scale_set, inst.instance_id)
 
     def instance_views(self, name: str) -> list[dict[str, Any]]:
-        self.model(name)
-        return [self._instance_view(i) for i in self.store.list_instances(name)]
+        """Every instance with what its agent reported at most a few seconds
+        ago (see :mod:`controller.instanceviews`)."""
+        self._must_exist(name)
+        insts = self.store.list_instances(name)
+        seen = self.views.many([(i.host, i.name) for i in insts])
+        return [self._instance_view(i, s) for i, s in zip(insts, seen, strict=True)]
+
+    def known_instance_views(self, name: str) -> list[dict[str, Any]] | None:
+        """:meth:`instance_views` if no agent needs asking for it, else None."""
+        self._must_exist(name)
+        insts = self.store.list_instances(name)
+        seen = self.views.known([(i.host, i.name) for i in insts])
+        if seen is None:
+            return None
+        return [self._instance_view(i, s) for i, s in zip(insts, seen, strict=True)]
 
     def instance_view(self, name: str, instance_id: str) -> dict[str, Any]:
-        self.model(name)
+        self._must_exist(name)
         inst = self.store.get_instance(name, instance_id) if instance_id.isdigit() else None
         if inst is None:
             raise ControllerError(
                 404, "NotFound", f"instance {instance_id} of {name} does not exist"
             )
-        return self._instance_view(inst)
+        return self._instance_view(inst, listing(self.views.one(inst.host, inst.name)))
 
-    def _instance_view(self, inst: InstanceRecord) -> dict[str, Any]:
+    def _instance_view(self, inst: InstanceRecord, v: SeenListed) -> dict[str, Any]:
         out: dict[str, Any] = {
             "instanceId": inst.instance_id,
             "name": inst.name,
@@ -468,22 +603,21 @@ class Controller:
             "healthReasons": [],
             "extensions": [],
         }
-        try:
-            v = self.agents.instance(inst.host, inst.name)
-        except AgentError as e:
-            out["healthReasons"] = [f"host agent: {e.code}"]
+        if isinstance(v, AgentError):
+            out["healthReasons"] = [f"host agent: {v.code}"]
             return out
         if v is None:
             out["healthReasons"] = ["not found on its host"]
             return out
         out.update(
-            imageVersion=v.current.image.version,
-            powerState=v.powerState,
-            health=v.health.state,
-            healthReasons=v.health.reasons,
+            imageVersion=v.image_version,
+            powerState=v.power_state,
+            health=v.health,
+            healthReasons=list(v.reasons),
             address=v.address,
             extensions=[
-                {"name": e.name, "status": e.status, "exitCode": e.exitCode} for e in v.extensions
+                {"name": name, "status": status, "exitCode": code}
+                for name, status, code in v.extensions
             ],
         )
         return out
@@ -522,23 +656,38 @@ class Controller:
     ) -> UpgradeRecord:
         model = self.model(name)
         target = target or self.latest_image(model)
+        busy = ControllerError(
+            409, "OperationNotAllowed", f"scale set {name} already has a rolling upgrade running"
+        )
+        # Refused before planning, which asks about every instance; the
+        # store's one-running-upgrade index still settles a race.
+        if self.store.running_upgrade(name) is not None:
+            raise busy
         try:
-            up = self.orch.start(
-                name,
-                target,
-                policy or self.policy(model, started_by),
-                started_by,
-                only=only,
-                all_at_once=all_at_once,
-            )
+            with self._planning(name):
+                up = self.orch.start(
+                    name,
+                    target,
+                    policy or self.policy(model, started_by),
+                    started_by,
+                    only=only,
+                    all_at_once=all_at_once,
+                )
         except Conflict:
-            raise ControllerError(
-                409,
-                "OperationNotAllowed",
-                f"scale set {name} already has a rolling upgrade running",
-            ) from None
+            raise busy from None
         self._spawn(up.id)
         return up
+
+    @contextmanager
+    def _planning(self, name: str) -> Iterator[None]:
+        """Plan from the instance views of the last few seconds (asked for
+        now, host by host, where there are none): every instance taken is
+        observed again before it is touched (rule 3), so a plan needs no
+        fresher view than a listing shows."""
+        if self.views.watched:
+            self.views.many([(i.host, i.name) for i in self.store.list_instances(name)])
+        with self.views.cached_reads():
+            yield
 
     def _spawn(self, upgrade_id: str) -> None:
         def run() -> None:
@@ -653,12 +802,13 @@ class Controller:
         model = self.model(name)
         target = self.latest_image(model)
         insts = self.store.list_instances(name)
-        batches = self.orch.plan(
-            insts,
-            target.version,
-            model.rolling.max_batch_instance_percent,
-            prioritize_unhealthy=model.rolling.prioritize_unhealthy_instances,
-        )
+        with self._planning(name):
+            batches = self.orch.plan(
+                insts,
+                target.version,
+                model.rolling.max_batch_instance_percent,
+                prioritize_unhealthy=model.rolling.prioritize_unhealthy_instances,
+            )
         ref = target.ref
         return {
             "targetImageReference": {

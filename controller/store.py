@@ -10,6 +10,10 @@ Rules every method follows:
   with ``BEGIN IMMEDIATE``, so two writers queue on the busy timeout instead
   of one failing when it upgrades a read lock; reads use a deferred ``BEGIN``
   and see one snapshot (WAL mode, so reads never wait for a writer).
+- The reads every API call and upgrade step makes are one statement each,
+  built once and compiled once per dialect (:mod:`controller.queries`), and
+  run on the DBAPI connection itself (:meth:`Store._rows`): SQLAlchemy's
+  per-execution work cost ten times the query.
 - Compare-and-swap updates (Nova's ``expected_task_state``) are a single
   ``UPDATE ... WHERE <key> AND <expected value>`` whose row count says
   whether it applied, so they are atomic on any database.
@@ -42,7 +46,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -51,9 +57,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from controller import queries
 from controller.records import (
     AlreadyExists,
     Conflict,
@@ -193,7 +200,7 @@ def _opt_str(value: Path | None) -> str | None:
     return None if value is None else os.fspath(value)
 
 
-def _record(cls: type[_R], m: RowMapping, **override: Any) -> _R:
+def _record(cls: type[_R], m: Mapping[Any, Any], **override: Any) -> _R:
     """A record from a row whose columns are named as the record's fields."""
     names = (f.name for f in dataclasses.fields(cls))
     return cls(**{n: m[n] for n in names if n not in override}, **override)
@@ -203,7 +210,7 @@ def _row(rec: DataclassInstance, **override: Any) -> dict[str, Any]:
     return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)} | override
 
 
-def _image_from_row(m: RowMapping) -> ImageRecord:
+def _image_from_row(m: Mapping[Any, Any]) -> ImageRecord:
     return _record(
         ImageRecord,
         m,
@@ -222,7 +229,7 @@ def _image_to_row(rec: ImageRecord) -> dict[str, Any]:
     )
 
 
-def _upgrade_from_row(m: RowMapping) -> UpgradeRecord:
+def _upgrade_from_row(m: Mapping[Any, Any]) -> UpgradeRecord:
     target = ImageRef(
         m["target_publisher"], m["target_offer"], m["target_sku"], m["target_version"]
     )
@@ -271,7 +278,10 @@ def _sqlite_engine(url: str) -> Engine:
     parent = Path(db).absolute().parent
     if not parent.is_dir():
         raise StoreError(f"store url: directory {parent} does not exist")
-    engine = create_engine(url)
+    _private_file(Path(db))
+    # A connection per concurrent caller (the API's worker threads and the
+    # background threads) instead of queueing them on SQLAlchemy's default 5 + 10.
+    engine = create_engine(url, pool_size=16, max_overflow=48)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -293,12 +303,27 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _private_file(db: Path) -> None:
+    """The database holds agent tokens: create it 0600 (SQLite gives its -wal
+    and -shm files the database file's mode), and tighten an older, looser one."""
+    try:
+        fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StoreError(f"store url: cannot open {db}: {e.strerror}") from None
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Store:
     """The controller's state. Thread-safe: one engine, a connection per call."""
 
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self._engine = engine
         self.clock = clock
+        self._plans: dict[int, queries.Plan] = {}
 
     def __repr__(self) -> str:
         return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
@@ -368,6 +393,34 @@ class Store:
         with self._engine.connect() as conn, conn.begin():
             yield conn
 
+    def _rows(self, stmt: Select[Any], **params: Any) -> list[tuple[Any, ...]]:
+        """The rows of one read statement (a module constant: plans are kept
+        by identity), run on the DBAPI connection: one statement is one
+        snapshot on its own."""
+        plan = self._plans.get(id(stmt))
+        if plan is None:
+            plan = self._plans[id(stmt)] = queries.Plan.of(stmt, self._engine.dialect)
+        values = plan.parameters(params)
+        dbapi = self._engine.raw_connection()
+        try:
+            cur = dbapi.cursor()
+            try:
+                cur.execute(plan.sql, values)
+                rows: list[tuple[Any, ...]] = list(cur.fetchall())
+            finally:
+                cur.close()
+        finally:
+            dbapi.close()  # back to the pool, reset (rolled back) on the way
+        procs = plan.results
+        if procs is not None:
+            rows = [tuple(p(v) if p else v for p, v in zip(procs, r, strict=True)) for r in rows]
+        return rows
+
+    def _maps(self, stmt: Select[Any], **params: Any) -> list[dict[str, Any]]:
+        """:meth:`_rows` as column name -> value."""
+        plan_columns = tuple(str(c.key) for c in stmt.selected_columns)
+        return [dict(zip(plan_columns, r, strict=True)) for r in self._rows(stmt, **params)]
+
     # --- images ----------------------------------------------------------------
 
     def add_image(self, rec: ImageRecord) -> None:
@@ -382,21 +435,17 @@ class Store:
         return and_(t.publisher == publisher, t.offer == offer, t.sku == sku, t.version == version)
 
     def get_image(self, publisher: str, offer: str, sku: str, version: str) -> ImageRecord | None:
-        with self._read() as conn:
-            row = (
-                conn.execute(
-                    select(images_table).where(self._image_key(publisher, offer, sku, version))
-                )
-                .mappings()
-                .first()
-            )
-        return None if row is None else _image_from_row(row)
+        rows = self._maps(queries.IMAGE, p=publisher, o=offer, s=sku, v=version)
+        return _image_from_row(rows[0]) if rows else None
 
     def list_images(
         self, publisher: str | None = None, offer: str | None = None, sku: str | None = None
     ) -> list[ImageRecord]:
         """Images matching the parts given, ordered by publisher, offer, sku
         (versions in no particular order: see :mod:`controller.versions`)."""
+        if None not in (publisher, offer, sku):  # a sku's versions: what `latest` reads
+            rows = self._maps(queries.IMAGES_OF_SKU, p=publisher, o=offer, s=sku)
+            return [_image_from_row(m) for m in rows]
         t = images_table.c
         q = select(images_table).order_by(t.publisher, t.offer, t.sku, t.version)
         if publisher is not None:
@@ -427,18 +476,11 @@ class Store:
             raise AlreadyExists(f"host {rec.name!r}: already registered") from None
 
     def get_host(self, name: str) -> HostRecord | None:
-        with self._read() as conn:
-            row = (
-                conn.execute(select(hosts_table).where(hosts_table.c.name == name))
-                .mappings()
-                .first()
-            )
-        return None if row is None else _record(HostRecord, row)
+        rows = self._maps(queries.HOST, name=name)
+        return _record(HostRecord, rows[0]) if rows else None
 
     def list_hosts(self) -> list[HostRecord]:
-        with self._read() as conn:
-            rows = conn.execute(select(hosts_table).order_by(hosts_table.c.name)).mappings()
-            return [_record(HostRecord, m) for m in rows]
+        return [_record(HostRecord, m) for m in self._maps(queries.HOSTS)]
 
     def delete_host(self, name: str) -> None:
         with self._write() as conn:
@@ -498,20 +540,16 @@ class Store:
             raise Conflict(f"scale set {name!r}: created concurrently") from None
 
     def get_scale_set(self, name: str) -> ScaleSetRecord | None:
-        with self._read() as conn:
-            row = (
-                conn.execute(select(scale_sets_table).where(scale_sets_table.c.name == name))
-                .mappings()
-                .first()
-            )
-        return None if row is None else _record(ScaleSetRecord, row, body=json.loads(row["body"]))
+        rows = self._maps(queries.SCALE_SET, name=name)
+        if not rows:
+            return None
+        return _record(ScaleSetRecord, rows[0], body=json.loads(rows[0]["body"]))
 
     def list_scale_sets(self) -> list[ScaleSetRecord]:
-        with self._read() as conn:
-            rows = conn.execute(
-                select(scale_sets_table).order_by(scale_sets_table.c.name)
-            ).mappings()
-            return [_record(ScaleSetRecord, m, body=json.loads(m["body"])) for m in rows]
+        return [
+            _record(ScaleSetRecord, m, body=json.loads(m["body"]))
+            for m in self._maps(queries.SCALE_SETS)
+        ]
 
     def delete_scale_set(self, name: str, expected_generation: int | None = None) -> None:
         """Delete the model and its upgrade history; :class:`Conflict` while
@@ -551,33 +589,42 @@ class Store:
             ) from None
         return stored
 
+    def add_instances(self, recs: list[InstanceRecord]) -> list[InstanceRecord]:
+        """Add instances, all or none, in one transaction (a scale-out of
+        hundreds is one commit, not hundreds); the records as stored."""
+        now = self.clock.now()
+        stored = [dataclasses.replace(r, updated_at=now) for r in recs]
+        for rec in stored:
+            _check_instance_id(rec.instance_id)
+        if not stored:
+            return stored
+        try:
+            with self._write() as conn:
+                for scale_set in sorted({r.scale_set for r in stored}):
+                    self._require_scale_set(conn, scale_set)
+                conn.execute(insert(instances_table), [dataclasses.asdict(r) for r in stored])
+        except IntegrityError:
+            raise AlreadyExists("instances: one already exists (or its name is taken)") from None
+        return stored
+
     def _require_scale_set(self, conn: Connection, name: str) -> None:
         t = scale_sets_table.c
         if conn.execute(select(t.name).where(t.name == name)).first() is None:
             raise NotFound(f"scale set {name!r}: not found")
 
     def get_instance(self, scale_set: str, instance_id: str) -> InstanceRecord | None:
-        t = instances_table.c
-        with self._read() as conn:
-            row = (
-                conn.execute(
-                    select(instances_table).where(
-                        t.scale_set == scale_set, t.instance_id == instance_id
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return None if row is None else _record(InstanceRecord, row)
+        rows = self._rows(queries.INSTANCE, scale_set=scale_set, instance_id=instance_id)
+        return InstanceRecord(*rows[0]) if rows else None
 
     def list_instances(self, scale_set: str) -> list[InstanceRecord]:
         """The scale set's instances in numeric instance-id order."""
-        with self._read() as conn:
-            rows = conn.execute(
-                select(instances_table).where(instances_table.c.scale_set == scale_set)
-            ).mappings()
-            out = [_record(InstanceRecord, m) for m in rows]
+        out = [InstanceRecord(*r) for r in self._rows(queries.INSTANCES_OF, scale_set=scale_set)]
         return sorted(out, key=_instance_sort_key)
+
+    def instance_counts(self, scale_set: str) -> tuple[int, int]:
+        """(instances, instances in state Creating) of the scale set."""
+        ((count, creating),) = self._rows(queries.INSTANCE_COUNTS, scale_set=scale_set)
+        return int(count), int(creating)
 
     def update_instance(
         self,
@@ -604,6 +651,25 @@ class Store:
             if conn.execute(select(t.state).where(key)).first() is None:
                 raise NotFound(f"{what}: not found")
             return False
+
+    def set_instance_states(self, scale_set: str, states: Mapping[str, str]) -> None:
+        """Set the state of several instances (instance id -> state) in one
+        transaction; ids no longer stored are passed over."""
+        if not states:
+            return
+        t = instances_table.c
+        q = (
+            update(instances_table)
+            .where(t.scale_set == bindparam("k_scale_set"), t.instance_id == bindparam("k_id"))
+            .values(state=bindparam("v_state"), updated_at=bindparam("v_at"))
+        )
+        now = self.clock.now()
+        rows = [
+            {"k_scale_set": scale_set, "k_id": iid, "v_state": state, "v_at": now}
+            for iid, state in states.items()
+        ]
+        with self._write() as conn:
+            conn.execute(q, rows)
 
     def delete_instance(self, scale_set: str, instance_id: str) -> None:
         t = instances_table.c
@@ -639,34 +705,16 @@ class Store:
             ) from None
 
     def get_upgrade(self, upgrade_id: str) -> UpgradeRecord | None:
-        with self._read() as conn:
-            row = (
-                conn.execute(select(upgrades_table).where(upgrades_table.c.id == upgrade_id))
-                .mappings()
-                .first()
-            )
-        return None if row is None else _upgrade_from_row(row)
+        rows = self._maps(queries.UPGRADE, id=upgrade_id)
+        return _upgrade_from_row(rows[0]) if rows else None
 
     def running_upgrade(self, scale_set: str) -> UpgradeRecord | None:
-        t = upgrades_table.c
-        with self._read() as conn:
-            row = (
-                conn.execute(
-                    select(upgrades_table).where(t.scale_set == scale_set, t.status == RUNNING)
-                )
-                .mappings()
-                .first()
-            )
-        return None if row is None else _upgrade_from_row(row)
+        rows = self._maps(queries.RUNNING_UPGRADE, scale_set=scale_set)
+        return _upgrade_from_row(rows[0]) if rows else None
 
     def running_upgrades(self) -> list[UpgradeRecord]:
         """Every running upgrade, oldest first (what a restarted controller resumes)."""
-        t = upgrades_table.c
-        with self._read() as conn:
-            rows = conn.execute(
-                select(upgrades_table).where(t.status == RUNNING).order_by(t.start_time, t.id)
-            ).mappings()
-            return [_upgrade_from_row(m) for m in rows]
+        return [_upgrade_from_row(m) for m in self._maps(queries.RUNNING_UPGRADES)]
 
     def update_upgrade(
         self, upgrade_id: str, *, expected_status: str | None, **fields: Any
@@ -727,15 +775,10 @@ class Store:
         first, at most ``limit`` (DESIGN.md rule 11)."""
         if limit < 0:
             raise ValueError(f"limit: must be >= 0, got {limit}")
-        t = upgrades_table.c
-        q = (
-            select(upgrades_table)
-            .where(t.scale_set == scale_set, t.start_time >= now - max_age_seconds)
-            .order_by(t.start_time.desc(), t.id.desc())
-            .limit(limit)
+        rows = self._maps(
+            queries.HISTORY, scale_set=scale_set, since=now - max_age_seconds, limit=limit
         )
-        with self._read() as conn:
-            return [_upgrade_from_row(m) for m in conn.execute(q).mappings()]
+        return [_upgrade_from_row(m) for m in rows]
 
     # --- upgrade instances -------------------------------------------------------
 
@@ -760,13 +803,8 @@ class Store:
 
     def list_upgrade_instances(self, upgrade_id: str) -> list[UpgradeInstanceRecord]:
         """The upgrade's instances by batch, then numeric instance id."""
-        with self._read() as conn:
-            rows = conn.execute(
-                select(upgrade_instances_table).where(
-                    upgrade_instances_table.c.upgrade_id == upgrade_id
-                )
-            ).mappings()
-            out = [_record(UpgradeInstanceRecord, m) for m in rows]
+        rows = self._rows(queries.UPGRADE_INSTANCES_OF, upgrade_id=upgrade_id)
+        out = [UpgradeInstanceRecord(*r) for r in rows]
         return sorted(out, key=lambda r: (r.batch, *_instance_sort_key(r)))
 
     def update_upgrade_instance(
@@ -818,9 +856,4 @@ class Store:
 
     def decisions(self, upgrade_id: str) -> list[Decision]:
         """The upgrade's decision log, oldest first."""
-        t = decision_log_table.c
-        with self._read() as conn:
-            rows = conn.execute(
-                select(decision_log_table).where(t.upgrade_id == upgrade_id).order_by(t.seq)
-            ).mappings()
-            return [_record(Decision, m) for m in rows]
+        return [Decision(*r) for r in self._rows(queries.DECISIONS_OF, upgrade_id=upgrade_id)]

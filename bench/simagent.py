@@ -1,0 +1,403 @@
+"""Simulated host agents for the load benchmark: many "hosts" in one process,
+each speaking the real agent HTTP contract (DESIGN.md "Host agent API",
+:mod:`hostagent.wire`) under its own URL prefix, so the controller reaches
+them through :class:`hostagent.client.AgentClient` exactly as it reaches real
+agents. No libvirt, no disks: an instance is a few fields, so 10,000 of them
+cost nothing to create, and the benchmark measures the controller.
+
+``http://127.0.0.1:PORT/<host>`` is the agent of ``<host>``; every call needs
+``Authorization: Bearer <token>``. Creates finish at once; reimage and
+rollback take ``op_seconds`` and the guest then boots for ``boot_seconds``
+(stopped, Unhealthy) before it is Healthy again, so rolling upgrades started
+during a run do real batches. Every call is idempotent by operation id, as
+the real agent's are. ``GET /stats`` (same token) counts instances and calls.
+
+The HTTP server is a minimal keep-alive HTTP/1.1 loop over asyncio streams
+(Content-Length bodies, which is all ``requests`` sends): a full ASGI server
+would cost more CPU per call than the simulated agent's work, and this
+process shares the machine with the controller under test.
+
+Run: ``python bench/simagent.py --hosts 20 --token-file FILE``; it prints
+``listening PORT`` on stdout once it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized"}
+REASONS |= {404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
+MAX_BODY = 1 << 20
+ACTIONS = ("reimage", "rollback", "commit", "start", "stop")
+
+
+class Reply(Exception):
+    """An HTTP answer other than 2xx, in the agents' error shape."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"code": code, "message": message}}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@dataclass
+class Op:
+    id: str
+    kind: str
+    instance: str
+    started: float
+    done_at: float
+    status: str = "InProgress"
+    error: dict[str, str] | None = None
+    ended: float | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "instance": self.instance,
+            "status": self.status,
+            "startTime": _iso(self.started),
+            "endTime": None if self.ended is None else _iso(self.ended),
+            "error": self.error,
+        }
+
+
+@dataclass
+class Instance:
+    name: str
+    image: dict[str, str]
+    sha256: str
+    extensions: list[str]
+    generation: int = 1
+    previous: tuple[dict[str, str], str, int] | None = None
+    busy_until: float = 0.0
+    pending: Op | None = None
+    pending_apply: Any = None
+
+    def _gen(self, image: dict[str, str], sha: str, gen: int) -> dict[str, Any]:
+        return {
+            "generation": gen,
+            "instanceId": f"{self.name}-g{gen}",
+            "image": image,
+            "imageSha256": sha,
+            "osDisk": f"/sim/{self.name}/os-{gen}.qcow2",
+        }
+
+    def view(self, now: float) -> dict[str, Any]:
+        busy = now < self.busy_until or self.pending is not None
+        prev = self.previous
+        return {
+            "name": self.name,
+            "powerState": "stopped" if busy else "running",
+            "address": "10.0.0.2",
+            "current": self._gen(self.image, self.sha256, self.generation),
+            "previous": None if prev is None else self._gen(*prev),
+            "dataDisks": [],
+            "extensions": [
+                {
+                    "name": e,
+                    "status": "Transitioning" if busy else "Succeeded",
+                    "exitCode": None if busy else 0,
+                }
+                for e in self.extensions
+            ],
+            "health": {
+                "state": "Unhealthy" if busy else "Healthy",
+                "reasons": ["booting"] if busy else [],
+            },
+            "operation": None if self.pending is None else self.pending.id,
+        }
+
+
+@dataclass
+class Host:
+    name: str
+    instances: dict[str, Instance] = field(default_factory=dict)
+    ops: dict[str, Op] = field(default_factory=dict)
+
+
+class Agents:
+    """The simulated agents' state and their answers, by host."""
+
+    def __init__(self, hosts: list[str], op_seconds: float, boot_seconds: float) -> None:
+        self.hosts = {h: Host(h) for h in hosts}
+        self.op_seconds = op_seconds
+        self.boot_seconds = boot_seconds
+        self.calls = 0
+
+    def _settle(self, inst: Instance, now: float) -> None:
+        op = inst.pending
+        if op is not None and now >= op.done_at:
+            inst.pending_apply(now)
+            op.status, op.ended = "Succeeded", time.time()
+            inst.pending = inst.pending_apply = None
+
+    def _instance(self, host: Host, name: str, now: float) -> Instance:
+        inst = host.instances.get(name)
+        if inst is None:
+            raise Reply(404, "NotFound", f"instance {name} does not exist")
+        self._settle(inst, now)
+        return inst
+
+    def _submit(
+        self, host: Host, inst: Instance, kind: str, op_id: str | None, seconds: float, apply: Any
+    ) -> dict[str, Any]:
+        now = time.monotonic()
+        if op_id and op_id in host.ops:
+            return host.ops[op_id].view()
+        if inst.pending is not None:
+            raise Reply(409, "Conflict", f"instance {inst.name} is busy with {inst.pending.id}")
+        op = Op(op_id or uuid.uuid4().hex, kind, inst.name, time.time(), now + seconds)
+        host.ops[op.id] = op
+        inst.pending, inst.pending_apply = op, apply
+        self._settle(inst, now)
+        return op.view()
+
+    def handle(self, method: str, target: str, body: Any) -> tuple[int, Any]:
+        self.calls += 1
+        url = urlsplit(target)
+        parts = [p for p in url.path.split("/") if p]
+        if parts == ["stats"]:
+            n = sum(len(h.instances) for h in self.hosts.values())
+            return 200, {"instances": n, "calls": self.calls}
+        if len(parts) < 3 or parts[1] != "v1" or parts[0] not in self.hosts:
+            raise Reply(404, "NotFound", f"no route {url.path}")
+        host, rest, now = self.hosts[parts[0]], parts[2:], time.monotonic()
+        if rest == ["host"] and method == "GET":
+            return 200, {
+                "name": host.name,
+                "hypervisor": "test",
+                "libvirtVersion": "9.0.0",
+                "capacity": {"vcpus": 64, "memoryMB": 262144, "diskFreeGB": 4096.0},
+                "instanceCount": len(host.instances),
+                "bridge": "simbr0",
+                "subnet": "10.0.0.0/24",
+            }
+        if rest == ["instances"] and method == "GET":
+            for inst in host.instances.values():
+                self._settle(inst, now)
+            return 200, {"value": [i.view(now) for i in host.instances.values()]}
+        if len(rest) == 2 and rest[0] == "operations" and method == "GET":
+            op = host.ops.get(rest[1])
+            if op is None:
+                raise Reply(404, "NotFound", f"operation {rest[1]} does not exist")
+            if op.instance in host.instances:
+                self._settle(host.instances[op.instance], now)
+            return 200, op.view()
+        if len(rest) == 2 and rest[0] == "instances":
+            return self._instance_call(host, method, rest[1], body, url.query, now)
+        if len(rest) == 3 and rest[0] == "instances" and rest[2] in ACTIONS and method == "POST":
+            return 202, self._action(host, rest[1], rest[2], body or {}, now)
+        raise Reply(405, "MethodNotAllowed", f"{method} {url.path}")
+
+    def _instance_call(
+        self, host: Host, method: str, name: str, body: Any, query: str, now: float
+    ) -> tuple[int, Any]:
+        if method == "GET":
+            return 200, self._instance(host, name, now).view(now)
+        if method == "PUT":
+            if not isinstance(body, dict) or "image" not in body:
+                raise Reply(400, "InvalidRequest", "body: an InstanceSpec is required")
+            image = body["image"]
+            inst = host.instances.get(name)
+            if inst is None:
+                exts = [str(e["name"]) for e in body.get("extensions", [])]
+                inst = Instance(name, dict(image["reference"]), str(image["sha256"]), exts)
+                host.instances[name] = inst
+            return 202, self._submit(host, inst, "create", body.get("operationId"), 0.0, _nop)
+        if method == "DELETE":
+            op_id = parse_qs(query).get("operationId", [None])[0]
+            inst = host.instances.get(name)
+            if op_id and op_id in host.ops:
+                return 202, host.ops[op_id].view()
+            op = Op(op_id or uuid.uuid4().hex, "delete", name, time.time(), now)
+            op.status, op.ended = "Succeeded", time.time()
+            host.ops[op.id] = op
+            if inst is not None:
+                del host.instances[name]
+            return 202, op.view()
+        raise Reply(405, "MethodNotAllowed", f"{method} instances/{name}")
+
+    def _action(
+        self, host: Host, name: str, action: str, body: dict[str, Any], now: float
+    ) -> dict[str, Any]:
+        inst = self._instance(host, name, now)
+        op_id = body.get("operationId")
+        boot = self.boot_seconds
+        if action == "reimage":
+            image = body["image"]
+
+            def reimage(t: float) -> None:
+                inst.previous = (inst.image, inst.sha256, inst.generation)
+                inst.image, inst.sha256 = dict(image["reference"]), str(image["sha256"])
+                inst.generation += 1
+                inst.busy_until = t + boot
+
+            return self._submit(host, inst, action, op_id, self.op_seconds, reimage)
+        if action == "rollback":
+            if inst.previous is None and not (op_id and op_id in host.ops):
+                raise Reply(409, "NoPreviousOsDisk", f"instance {name} has no previous OS disk")
+
+            def rollback(t: float) -> None:
+                if inst.previous is not None:
+                    inst.image, inst.sha256, inst.generation = inst.previous
+                    inst.previous = None
+                inst.busy_until = t + boot
+
+            return self._submit(host, inst, action, op_id, self.op_seconds, rollback)
+        if action == "commit":
+
+            def commit(_t: float) -> None:
+                inst.previous = None
+
+            return self._submit(host, inst, action, op_id, 0.0, commit)
+        return self._submit(host, inst, action, op_id, 0.0, _nop)
+
+
+def _nop(_t: float) -> None:
+    return None
+
+
+def _answer(status: int, payload: Any) -> bytes:
+    data = json.dumps(payload, separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+class Server:
+    """The keep-alive HTTP/1.1 loop in front of :class:`Agents`."""
+
+    def __init__(self, agents: Agents, token: str) -> None:
+        self.agents = agents
+        self.auth = f"bearer {token}"
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _version = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if line:
+                        k, _, v = line.partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                size = int(headers.get("content-length", "0"))
+                if size > MAX_BODY:
+                    writer.write(_answer(400, {"error": {"code": "TooLarge", "message": "body"}}))
+                    return
+                raw = await reader.readexactly(size) if size else b""
+                writer.write(self.respond(method, target, headers, raw))
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        finally:
+            writer.close()
+
+    def respond(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> bytes:
+        if headers.get("authorization", "").lower() != self.auth.lower():
+            return _answer(401, {"error": {"code": "Unauthorized", "message": "bad token"}})
+        try:
+            body = json.loads(raw) if raw else None
+            status, payload = self.agents.handle(method, target, body)
+        except Reply as r:
+            status, payload = r.status, r.body
+        except (ValueError, KeyError, TypeError) as e:
+            status = 400
+            payload = {"error": {"code": "InvalidRequest", "message": type(e).__name__}}
+        return _answer(status, payload)
+
+
+async def run(port: int, agents: Agents, token: str) -> None:
+    server = await asyncio.start_server(Server(agents, token).serve, "127.0.0.1", port)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"listening {bound}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+@contextmanager
+def serving(agents: Agents, token: str) -> Iterator[int]:
+    """Serve ``agents`` from a thread of this process (tests); the port."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    port: list[int] = []
+
+    async def main() -> None:
+        server = await asyncio.start_server(Server(agents, token).serve, "127.0.0.1", 0)
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(main())
+        pending = asyncio.all_tasks(loop)
+        for t in pending:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+
+    def cancel_all() -> None:
+        for t in asyncio.all_tasks(loop):
+            t.cancel()
+
+    thread = threading.Thread(target=run, name="simagent", daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the simulated agents did not start serving")
+    try:
+        yield port[0]
+    finally:
+        loop.call_soon_threadsafe(cancel_all)
+        thread.join(10)
+
+
+def host_names(count: int) -> list[str]:
+    return [f"sim{i:03d}" for i in range(count)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=int, default=20)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--token-file", type=Path, required=True)
+    ap.add_argument("--op-seconds", type=float, default=2.0)
+    ap.add_argument("--boot-seconds", type=float, default=2.0)
+    args = ap.parse_args()
+    token = args.token_file.read_text().strip()
+    agents = Agents(host_names(args.hosts), args.op_seconds, args.boot_seconds)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(args.port, agents, token))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The load benchmark's simulated agents speak the agent contract: the real
+client (:class:`hostagent.client.AgentClient`, which validates every answer
+against :mod:`hostagent.wire`) drives them, and a real controller listing
+their instances asks each host once, not each instance."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from bench.simagent import Agents, host_names, serving
+from controller.agents import AgentPool
+from controller.catalog import Catalog
+from controller.service import Controller, Settings
+from controller.store import HostRecord, InstanceRecord, Store
+from hostagent import wire
+from hostagent.client import AgentClient, AgentError
+from kvmss.clock import SystemClock
+
+TOKEN = "sim-agent-token-0123456789"
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[str, Agents]]:
+    """The simulated agents of two hosts on a free port: (base URL, state)."""
+    agents = Agents(host_names(2), op_seconds=0.3, boot_seconds=0.3)
+    with serving(agents, TOKEN) as port:
+        yield f"http://127.0.0.1:{port}", agents
+
+
+def spec(version: str) -> wire.InstanceSpec:
+    image = wire.ImageSpec(
+        url="http://controller/blob",
+        sha256=version * 64,
+        reference=wire.ImageReference(publisher="p", offer="o", sku="s", version=version),
+    )
+    return wire.InstanceSpec(
+        image=image,
+        osProfile=wire.OsProfile(computerName="web0"),
+        extensions=[wire.Extension(name="app")],
+    )
+
+
+def test_the_real_client_drives_a_simulated_agent_through_a_reimage(
+    sim: tuple[str, Agents],
+) -> None:
+    url, _ = sim
+    c = AgentClient(f"{url}/sim000", TOKEN)
+    assert c.host().name == "sim000"
+    assert c.put_instance("web-0", spec("1")).status == "Succeeded"
+    v = c.instance("web-0")
+    assert v is not None and v.health.state == "Healthy" and v.current.image.version == "1"
+    op = c.reimage("web-0", spec("2").image, operation_id="r1")
+    assert op.status == "InProgress"
+    assert c.reimage("web-0", spec("2").image, operation_id="r1").id == "r1"  # idempotent
+    assert c.wait(op, timeout=10, poll=0.05).status == "Succeeded"
+    booting = c.instance("web-0")
+    assert booting is not None and booting.health.state == "Unhealthy"
+    assert booting.current.image.version == "2" and booting.previous is not None
+    assert c.wait(c.rollback("web-0", operation_id="b1"), 10, 0.05).status == "Succeeded"
+    back = c.instance("web-0")
+    assert back is not None and back.current.image.version == "1" and back.previous is None
+    with pytest.raises(AgentError) as e:
+        c.rollback("web-0", operation_id="b2")
+    assert e.value.code == "NoPreviousOsDisk"
+    assert [i.name for i in c.instances()] == ["web-0"]
+    assert AgentClient(f"{url}/sim001", TOKEN).instances() == []
+    assert c.delete("web-0", operation_id="d1").status == "Succeeded"
+    assert c.instance("web-0") is None
+
+
+def test_a_simulated_agent_refuses_a_wrong_token_and_an_unknown_host(
+    sim: tuple[str, Agents],
+) -> None:
+    url, _ = sim
+    with pytest.raises(AgentError) as e:
+        AgentClient(f"{url}/sim000", "wrong-token-0123456789").host()
+    assert e.value.status == 401
+    r = requests.get(f"{url}/nohost/v1/host", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NotFound"
+
+
+def test_a_controller_lists_instances_with_one_call_per_host(
+    sim: tuple[str, Agents], tmp_path: Path
+) -> None:
+    url, agents = sim
+    clock = SystemClock()
+    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
+    holder: list[Controller] = []
+
+    class Hosts:
+        def host_endpoint(self, host: str) -> tuple[str, str]:
+            return holder[0].host_endpoint(host)
+
+    ctl = Controller(
+        store,
+        Catalog(store, tmp_path / "blobs", clock),
+        AgentPool(Hosts()),
+        clock,
+        Settings("http://127.0.0.1:1", b"s" * 32, view_refresh_seconds=60),
+    )
+    holder.append(ctl)
+    try:
+        store.put_scale_set("web", {}, None)
+        hosts = host_names(2)
+        for h in hosts:
+            store.add_host(HostRecord(h, f"{url}/{h}", TOKEN, time.time()))
+        recs = [
+            InstanceRecord("web", str(i), f"web-{i}", hosts[i % 2], i % 5, i % 2, "1", "Running")
+            for i in range(20)
+        ]
+        store.add_instances(recs)
+        for r in recs:
+            AgentClient(f"{url}/{r.host}", TOKEN).put_instance(r.name, spec("1"))
+        calls = agents.calls
+        views = ctl.views.many([(r.host, r.name) for r in recs])
+        assert len(views) == 20 and all(v is not None for v in views)
+        assert agents.calls - calls <= len(hosts) * 2  # the listing, and the watcher's round
+        assert ctl.views.known([(r.host, r.name) for r in recs]) is not None
+    finally:
+        ctl.close()
+        store.close()
