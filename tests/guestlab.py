@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,19 @@ from tests.agentproc import AgentProcess, free_port
 from tests.fixtures import storage_root
 
 TOKEN = "controller-token-0123456789abcdef"
+
+
+# The upgrade's instance states that hold an instance out of service.
+IN_FLIGHT = frozenset({"Reimaging", "WaitingHealth", "RollingBack"})
+
+
+@dataclass
+class UpgradeWatch:
+    latest: dict[str, Any] = field(default_factory=dict)
+    worst_unhealthy: int = 0
+    unhealthy_sample: list[str] = field(default_factory=list)
+    worst_in_flight: int = 0
+    in_flight_sample: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,14 +69,36 @@ class GuestLab:
     def watch_upgrade(self, scale_set: str, timeout: float) -> tuple[dict[str, Any], int]:
         """Poll until the latest upgrade ends; return it and the most instances
         ever seen out of service (not healthy) at once."""
-        worst = 0
+        watch = self.watch(scale_set, timeout)
+        return watch.latest, watch.worst_unhealthy
+
+    def watch(self, scale_set: str, timeout: float) -> UpgradeWatch:
+        """Poll once a second until the latest upgrade ends, sampling how many
+        instances are not healthy and how many the upgrade holds at once
+        (Reimaging, WaitingHealth or RollingBack), and what the worst sample
+        of each looked like."""
+        w = UpgradeWatch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             vms = self.vms(scale_set)
-            worst = max(worst, sum(1 for v in vms if v["health"] != "Healthy"))
             latest = self.call("GET", f"/v1/scaleSets/{scale_set}/rollingUpgrades/latest")
+            unhealthy = [
+                f"{v['name']}: {v['health']} {v['healthReasons']}"
+                for v in vms
+                if v["health"] != "Healthy"
+            ]
+            held = [
+                f"{i['instanceId']}: {i['state']}"
+                for i in latest.get("kvmss", {}).get("instances", [])
+                if i["state"] in IN_FLIGHT
+            ]
+            if len(unhealthy) > w.worst_unhealthy:
+                w.worst_unhealthy, w.unhealthy_sample = len(unhealthy), unhealthy
+            if len(held) > w.worst_in_flight:
+                w.worst_in_flight, w.in_flight_sample = len(held), held
             if latest["properties"]["runningStatus"]["code"] != "RollingForward":
-                return latest, worst
+                w.latest = latest
+                return w
             time.sleep(1)
         raise AssertionError("upgrade did not end")
 
