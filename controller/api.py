@@ -171,6 +171,7 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
         v: str,
         request: Request,
         cmdline: Annotated[str | None, Query(max_length=1024)] = None,
+        sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
     ) -> dict[str, Any]:
         d = _stage_dir(p, o, s, v)
         fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=staging)
@@ -185,6 +186,7 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
                 kernel=kernel if kernel.exists() else None,
                 initrd=initrd if initrd.exists() else None,
                 cmdline=cmdline,
+                sha256=sha256,
             )
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -254,7 +254,14 @@ class InstanceViews:
                     # (passing over a host a listing asked in the last half period)
                     self._refresh_once(host, started - self.refresh_seconds / 2)
                     now = self._clock.monotonic()
-                    busy += now - t
+                    # Time spent on a host that did not answer (down, hung
+                    # until the client's timeout) is waiting, not work: it
+                    # must not stretch the period, or every other host's
+                    # views would age for minutes after one host hangs.
+                    with self._lock:
+                        failing = host in self._host_errors  # its last answer was an error
+                    if not failing:
+                        busy += now - t
                     # Hosts spread over the period: parsing a host's views holds
                     # the GIL for milliseconds, and back to back they stalled
                     # every request for a large part of a second.

@@ -9,21 +9,31 @@ neither loses nor repeats work (agents treat a known operation id as the same
 call). Time comes from the injected clock: a five-minute health timeout is a
 deadline in the store, not a sleep.
 
-Per instance: Pending -> Reimaging -> WaitingHealth -> Succeeded, or on
-failure -> RollingBack -> RolledBack | RollbackFailed, or Failed (no rollback:
-started by hand, disableAutomaticRollback, or the instance was never changed);
-Skipped when it is already on the target version.
+What happens to one instance (and to a host that stops answering) is
+:mod:`controller.instancesteps`; this module runs the batches, the gates of
+rules 2 and 5, cancel and pause, and the upgrade's counts and status. After
+an upgrade ends, :meth:`Orchestrator.run` keeps settling rollbacks that were
+decided but could not be confirmed (their host did not answer) until the host
+answers again; :meth:`Orchestrator.start` settles any left by an earlier run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from controller import planner
 from controller.agents import AgentPort
+from controller.instancesteps import (
+    ACTIVE_STATES,
+    DONE_STATES,
+    FAILED_STATES,
+    InstanceSteps,
+    Observed,
+    unconfirmed,
+)
 from controller.store import (
     Conflict,
     ImageRecord,
@@ -34,14 +44,11 @@ from controller.store import (
     new_upgrade_id,
 )
 from hostagent import wire
-from hostagent.client import AgentError, AgentUnreachable
 from kvmss.clock import Clock
 
 log = logging.getLogger(__name__)
 
-FAILED_STATES = frozenset({"Failed", "RolledBack", "RollbackFailed"})
-DONE_STATES = FAILED_STATES | {"Succeeded", "Skipped"}
-ACTIVE_STATES = frozenset({"Reimaging", "WaitingHealth", "RollingBack"})
+__all__ = ["Observed", "Orchestrator", "Policy"]
 
 
 @dataclass(frozen=True)
@@ -64,16 +71,6 @@ class Policy:
         return cls(**d)
 
 
-@dataclass(frozen=True)
-class Observed:
-    """What the agent says of an instance right now."""
-
-    healthy: bool
-    version: str | None
-    reasons: tuple[str, ...] = ()
-    reachable: bool = True
-
-
 class Orchestrator:
     def __init__(
         self,
@@ -86,21 +83,12 @@ class Orchestrator:
         self.agents = agents
         self.image_spec = image_spec
         self.clock = clock
+        self.steps = InstanceSteps(store, agents, clock, self._decide)
 
     # -- observing ---------------------------------------------------------------
 
     def observe(self, inst: InstanceRecord) -> Observed:
-        try:
-            view = self.agents.instance(inst.host, inst.name)
-        except AgentUnreachable:
-            return Observed(False, None, ("host agent unreachable",), reachable=False)
-        except AgentError as e:
-            return Observed(False, None, (f"agent error {e.code}",))
-        if view is None:
-            return Observed(False, None, ("instance missing on its host",))
-        return Observed(
-            view.health.state == "Healthy", view.current.image.version, tuple(view.health.reasons)
-        )
+        return self.steps.observe(inst)
 
     def _decide(self, up: UpgradeRecord, iid: str | None, event: str, message: str) -> None:
         self.store.log_decision(up.id, self.clock.now(), iid, event, message)
@@ -148,6 +136,8 @@ class Orchestrator:
 
         ``only`` limits it to named instances (manualUpgrade); ``all_at_once``
         puts every instance in one batch (upgrade mode Automatic)."""
+        upgrade_id = new_upgrade_id()
+        self._supersede(scale_set, upgrade_id)
         instances = self.store.list_instances(scale_set)
         if only is not None:
             instances = [i for i in instances if i.instance_id in only]
@@ -163,7 +153,7 @@ class Orchestrator:
             )
         now = self.clock.now()
         up = UpgradeRecord(
-            id=new_upgrade_id(),
+            id=upgrade_id,
             scale_set=scale_set,
             started_by=started_by,
             target=target.ref,
@@ -218,9 +208,9 @@ class Orchestrator:
         for u in rows:
             inst = instances.get(u.instance_id)
             if inst is None:
-                self._set(up, u, u.state, "Skipped", reason="instance was removed")
+                self.steps.set(up, u, u.state, "Skipped", reason="instance was removed")
                 continue
-            self._advance(up, policy, u, inst, spec)
+            self.steps.advance(up, policy, u, inst, spec)
         rows = [u for u in self.store.list_upgrade_instances(up.id) if u.batch == k]
         up = self._count(up)
         if all(u.state in DONE_STATES for u in rows):
@@ -276,208 +266,24 @@ class Orchestrator:
             up.id, expected_status="RollingForward", current_batch=k + 1
         )
 
-    # -- one instance --------------------------------------------------------------
-
-    def _op_id(self, up: UpgradeRecord, iid: str, action: str) -> str:
-        return f"u{up.id.replace('-', '')[:16]}-{iid}-{action}"
-
-    def _set(
-        self, up: UpgradeRecord, u: UpgradeInstanceRecord, expected: str, state: str, **fields: Any
-    ) -> bool:
-        if state in DONE_STATES:
-            fields.setdefault("finished_at", self.clock.now())
-        ok = self.store.update_upgrade_instance(
-            up.id, u.instance_id, expected_state=expected, state=state, **fields
-        )
-        if ok:
-            reason = fields.get("reason")
-            self._decide(up, u.instance_id, state, str(reason) if reason else state)
-        return ok
-
-    def _advance(
-        self,
-        up: UpgradeRecord,
-        policy: Policy,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: wire.ImageSpec,
-    ) -> None:
-        try:
-            if u.state == "Pending":
-                self._take(up, u, inst, spec)
-            elif u.state == "Reimaging":
-                self._reimaging(up, policy, u, inst, spec)
-            elif u.state == "WaitingHealth":
-                self._waiting(up, policy, u, inst)
-            elif u.state == "RollingBack":
-                self._rolling_back(up, u, inst)
-        except AgentUnreachable as e:
-            log.warning("%s: %s; will retry", inst.name, e)
-
-    def _take(
-        self,
-        up: UpgradeRecord,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: wire.ImageSpec,
-    ) -> None:
-        seen = self.observe(inst)
-        if seen.version == up.target.version:
-            self._set(up, u, "Pending", "Skipped", reason="already on the target version")
-            return
-        op_id = self._op_id(up, u.instance_id, "reimage")
-        if not self._set(
-            up,
-            u,
-            "Pending",
-            "Reimaging",
-            operation_id=op_id,
-            started_at=self.clock.now(),
-            from_version=seen.version or inst.image_version,
-            reason=f"taken: reimage to {up.target.version} (operation {op_id})",
-        ):
-            return
-        self._call_reimage(up, u, inst, spec, op_id)
-
-    def _call_reimage(
-        self,
-        up: UpgradeRecord,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: wire.ImageSpec,
-        op_id: str,
-    ) -> None:
-        try:
-            self.agents.reimage(inst.host, inst.name, spec, op_id)
-        except AgentUnreachable:
-            raise
-        except AgentError as e:
-            self._set(
-                up, u, "Reimaging", "Failed", reason=f"reimage refused: {e.code}: {e.message}"
-            )
-
-    def _reimaging(
-        self,
-        up: UpgradeRecord,
-        policy: Policy,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: wire.ImageSpec,
-    ) -> None:
-        assert u.operation_id is not None
-        try:
-            op = self.agents.operation(inst.host, u.operation_id)
-        except AgentError as e:
-            if e.status == 404:  # recorded, but the call never reached the agent
-                self._call_reimage(up, u, inst, spec, u.operation_id)
-                return
-            raise
-        if op.status == "InProgress":
-            return
-        if op.status == "Succeeded":
-            self.store.update_instance(up.scale_set, u.instance_id, image_version=up.target.version)
-            self._set(
-                up,
-                u,
-                "Reimaging",
-                "WaitingHealth",
-                deadline=self.clock.now() + policy.health_timeout_seconds,
-                reason=f"reimaged; waiting up to {policy.health_timeout_seconds:g}s for health",
-            )
-            return
-        err = f"{op.error.code}: {op.error.message}" if op.error else "unknown error"
-        seen = self.observe(inst)
-        if seen.version == up.target.version:
-            self._fail(up, policy, u, "Reimaging", f"reimage failed after the swap ({err})")
-        else:
-            self._set(up, u, "Reimaging", "Failed", reason=f"reimage failed, unchanged ({err})")
-
-    def _waiting(
-        self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, inst: InstanceRecord
-    ) -> None:
-        seen = self.observe(inst)
-        if seen.healthy and seen.version == up.target.version:
-            self.agents.commit(inst.host, inst.name, self._op_id(up, u.instance_id, "commit"))
-            self._set(up, u, "WaitingHealth", "Succeeded", reason="healthy; previous disk dropped")
-            return
-        assert u.deadline is not None
-        if self.clock.now() >= u.deadline:
-            why = "; ".join(seen.reasons) or "not healthy"
-            self._fail(
-                up,
-                policy,
-                u,
-                "WaitingHealth",
-                f"not healthy within {policy.health_timeout_seconds:g}s ({why})",
-            )
-
-    def _fail(
-        self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, expected: str, why: str
-    ) -> None:
-        if not policy.automatic_rollback:
-            self._set(up, u, expected, "Failed", reason=f"{why}; left on the new image")
-            return
-        op_id = self._op_id(up, u.instance_id, "rollback")
-        if self._set(
-            up, u, expected, "RollingBack", operation_id=op_id, reason=f"{why}; rolling back"
-        ):
-            inst = self.store.get_instance(up.scale_set, u.instance_id)
-            assert inst is not None
-            self._call_rollback(up, replace(u, state="RollingBack"), inst, op_id)
-
-    def _call_rollback(
-        self, up: UpgradeRecord, u: UpgradeInstanceRecord, inst: InstanceRecord, op_id: str
-    ) -> None:
-        try:
-            self.agents.rollback(inst.host, inst.name, op_id)
-        except AgentUnreachable:
-            raise
-        except AgentError as e:
-            self._rolled_back(up, u, False, f"rollback refused: {e.code}: {e.message}")
-
-    def _rolling_back(
-        self, up: UpgradeRecord, u: UpgradeInstanceRecord, inst: InstanceRecord
-    ) -> None:
-        assert u.operation_id is not None
-        try:
-            op = self.agents.operation(inst.host, u.operation_id)
-        except AgentError as e:
-            if e.status == 404:
-                self._call_rollback(up, u, inst, u.operation_id)
-                return
-            raise
-        if op.status == "InProgress":
-            return
-        if op.status == "Succeeded":
-            self.store.update_instance(up.scale_set, u.instance_id, image_version=u.from_version)
-            self._rolled_back(up, u, True, f"rolled back to {u.from_version}")
-        else:
-            err = f"{op.error.code}: {op.error.message}" if op.error else "unknown error"
-            self._rolled_back(up, u, False, f"rollback failed: {err}")
-
-    def _rolled_back(self, up: UpgradeRecord, u: UpgradeInstanceRecord, ok: bool, why: str) -> None:
-        state = "RolledBack" if ok else "RollbackFailed"
-        if self._set(up, u, "RollingBack", state, reason=why) and not ok:
-            cur = self.store.get_upgrade(up.id)
-            if cur is not None and cur.status == "RollingForward":
-                self.store.update_upgrade(
-                    up.id, expected_status="RollingForward", rollback_error=why
-                )
-
     # -- bookkeeping ---------------------------------------------------------------
 
-    def _count(self, up: UpgradeRecord) -> UpgradeRecord:
+    def _count(self, up: UpgradeRecord, status: str = "RollingForward") -> UpgradeRecord:
         rows = self.store.list_upgrade_instances(up.id)
         states = [u.state for u in rows]
+        fields: dict[str, Any] = {}
+        if status != "RollingForward" and "RollbackFailed" not in states:
+            fields["rollback_error"] = None  # every rollback given up on was settled since
         return self.store.update_upgrade(
             up.id,
-            expected_status="RollingForward",
+            expected_status=status,
             successful_count=states.count("Succeeded"),
             failed_count=sum(states.count(s) for s in FAILED_STATES),
             in_progress_count=sum(states.count(s) for s in ACTIVE_STATES),
             pending_count=states.count("Pending"),
             rolled_back_ok=states.count("RolledBack"),
             rolled_back_failed=states.count("RollbackFailed"),
+            **fields,
         )
 
     def _finish(
@@ -495,12 +301,46 @@ class Orchestrator:
         self._decide(done, None, status, message or status)
         return done
 
+    # -- rollbacks left unconfirmed ----------------------------------------------------
+
+    def settle(self, upgrade_id: str) -> bool:
+        """Carry out the rollbacks an ended upgrade decided but could not have
+        confirmed (their host did not answer); True when none is left."""
+        up = self.store.get_upgrade(upgrade_id)
+        if up is None or up.status == "RollingForward":
+            return True
+        rows = [u for u in self.store.list_upgrade_instances(up.id) if unconfirmed(u)]
+        if not rows:
+            return True
+        settled = [self.steps.settle(up, u) for u in rows]
+        if any(settled):
+            self._count(up, up.status)
+        return all(settled)
+
+    def _supersede(self, scale_set: str, by: str) -> None:
+        """Before a new upgrade: settle what earlier ones left unconfirmed, and
+        hand what still cannot be settled to the new one, which observes the
+        instance afresh (rule 3) instead of a late rollback undoing its work."""
+        for old in self.store.history(scale_set, self.clock.now()):
+            if self.settle(old.id):
+                continue
+            for u in self.store.list_upgrade_instances(old.id):
+                if unconfirmed(u) and self.store.update_upgrade_instance(
+                    old.id,
+                    u.instance_id,
+                    expected_state="RollbackFailed",
+                    finished_at=self.clock.now(),
+                    reason=f"{u.reason}; superseded by upgrade {by}",
+                ):
+                    self._decide(old, u.instance_id, "RollbackFailed", f"superseded by {by}")
+
     # -- running -------------------------------------------------------------------
 
     def run(
         self, upgrade_id: str, poll_seconds: float = 1.0, should_stop: Callable[[], bool] = bool
     ) -> UpgradeRecord:
-        """Step until the upgrade ends (or ``should_stop()``); sleeps on the clock."""
+        """Step until the upgrade ends, then until the rollbacks it could not
+        confirm are settled (or ``should_stop()``); sleeps on the clock."""
         while True:
             try:
                 up = self.step(upgrade_id)
@@ -509,8 +349,13 @@ class Orchestrator:
                 assert current is not None
                 up = current
             if up.status != "RollingForward" or should_stop():
-                return up
+                break
             self.clock.sleep(poll_seconds)
+        while up.status != "RollingForward" and not should_stop() and not self.settle(up.id):
+            self.clock.sleep(poll_seconds)
+        current = self.store.get_upgrade(upgrade_id)
+        assert current is not None
+        return current
 
 
 def _ref(up: UpgradeRecord) -> tuple[str, str, str, str]:

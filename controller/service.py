@@ -187,9 +187,12 @@ class Controller:
         kernel: Path | None = None,
         initrd: Path | None = None,
         cmdline: str | None = None,
+        sha256: str | None = None,
     ) -> ImageRecord:
         try:
-            rec = self.catalog.publish(*ref, source, kernel=kernel, initrd=initrd, cmdline=cmdline)
+            rec = self.catalog.publish(
+                *ref, source, kernel=kernel, initrd=initrd, cmdline=cmdline, sha256=sha256
+            )
         except CatalogError as e:
             raise ControllerError(e.status, e.code, e.message) from None
         self.on_published(rec)
@@ -243,7 +246,7 @@ class Controller:
             return known[1]
         rec = self.store.get_host(host)
         if rec is None:
-            raise AgentError(404, "HostNotFound", f"host {host} is not registered")
+            raise AgentError(404, "HostNotFound", f"host {host[:80]!r} is not registered")
         with self._lock:
             self._endpoints[host] = (now, (rec.url, rec.token))
         return rec.url, rec.token
@@ -274,7 +277,7 @@ class Controller:
     def host_view(self, name: str) -> dict[str, Any]:
         rec = self.store.get_host(name)
         if rec is None:
-            raise ControllerError(404, "NotFound", f"host {name} is not registered")
+            raise ControllerError(404, "NotFound", f"host {name[:80]!r} is not registered")
         out: dict[str, Any] = {"name": rec.name, "url": rec.url, "reachable": False}
         try:
             v = self._probe_host(rec.url, rec.token)
@@ -294,7 +297,7 @@ class Controller:
 
     def remove_host(self, name: str) -> None:
         if self.store.get_host(name) is None:
-            raise ControllerError(404, "NotFound", f"host {name} is not registered")
+            raise ControllerError(404, "NotFound", f"host {name[:80]!r} is not registered")
         for ss in self.store.list_scale_sets():
             used = [i.name for i in self.store.list_instances(ss.name) if i.host == name]
             if used:
@@ -311,13 +314,13 @@ class Controller:
     def model(self, name: str) -> ScaleSetModel:
         rec = self.store.get_scale_set(name)
         if rec is None:
-            raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
+            raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
         return parse_scale_set(name, rec.body)
 
     def _must_exist(self, name: str) -> None:
         """404 unless the scale set exists (cheaper than parsing its model)."""
         if self.store.get_scale_set(name) is None:
-            raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
+            raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
 
     def put_scale_set(self, name: str, body: Any) -> tuple[ScaleSetModel, bool]:
         try:
@@ -331,7 +334,7 @@ class Controller:
         dict is shared by every caller until the model changes."""
         rec = self.store.get_scale_set(name)
         if rec is None:
-            raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
+            raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
         return self._shown(rec)
 
     def bodies(self) -> list[dict[str, Any]]:
@@ -360,7 +363,7 @@ class Controller:
         for _ in range(PATCH_ATTEMPTS):
             old = self.store.get_scale_set(name)
             if old is None:
-                raise ControllerError(404, "NotFound", f"scale set {name} does not exist")
+                raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
             try:
                 model = patch_scale_set(parse_scale_set(name, old.body), patch)
             except ModelError as e:
@@ -463,9 +466,17 @@ class Controller:
         self.model(name)
         if self.store.running_upgrade(name) is not None:
             raise ControllerError(409, "Conflict", f"scale set {name} has an upgrade running")
-        for inst in self.store.list_instances(name):
-            self._delete_instance(inst)
-        self.store.delete_scale_set(name)
+        # The reconcile creates instances under the same lock: none can
+        # appear between the listing and the delete.
+        with self._set_lock(name):
+            for inst in self.store.list_instances(name):
+                self._delete_instance(inst)
+            try:
+                self.store.delete_scale_set(name)
+            except Conflict:
+                raise ControllerError(
+                    409, "Conflict", f"scale set {name} is changing; try again"
+                ) from None
         with self._lock:
             self._shown_bodies.pop(name, None)
 
@@ -585,7 +596,7 @@ class Controller:
         inst = self.store.get_instance(name, instance_id) if instance_id.isdigit() else None
         if inst is None:
             raise ControllerError(
-                404, "NotFound", f"instance {instance_id} of {name} does not exist"
+                404, "NotFound", f"instance {instance_id[:80]!r} of {name[:80]!r} does not exist"
             )
         return self._instance_view(inst, listing(self.views.one(inst.host, inst.name)))
 
@@ -783,7 +794,9 @@ class Controller:
         model = self.model(name)
         ups = self.store.history(name, self.clock.now(), limit=1)
         if not ups:
-            raise ControllerError(404, "NotFound", f"scale set {name} has had no rolling upgrade")
+            raise ControllerError(
+                404, "NotFound", f"scale set {name[:80]!r} has had no rolling upgrade"
+            )
         up = ups[0]
         return status.latest(
             up,

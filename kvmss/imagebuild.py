@@ -165,10 +165,12 @@ def publish(
     line) publishes; a firmware-boot image is its disk alone."""
     manifest = read_manifest(image_dir)
     base = path_of("images", publisher, offer, sku, version)
+    # The disk's sha256 from the build: the catalog refuses an upload that
+    # arrives different (a cut the qcow2 check cannot see).
+    disk = image_dir / manifest["disk"]["file"]
+    sha = {"sha256": manifest["disk"]["sha256"]}
     if manifest.get("boot", "kernel") == "firmware":
-        return client.upload(base, image_dir / manifest["disk"]["file"])
+        return client.upload(base, disk, sha)
     for part in ("kernel", "initrd"):
         client.upload(f"{base}/{part}", image_dir / manifest[part]["file"])
-    return client.upload(
-        base, image_dir / manifest["disk"]["file"], {"cmdline": manifest["cmdline"]}
-    )
+    return client.upload(base, disk, {"cmdline": manifest["cmdline"], **sha})

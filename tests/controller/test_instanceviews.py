@@ -92,6 +92,7 @@ class Agents:
         self.calls: Counter[str] = Counter()
         self.down: set[str] = set()
         self.gate: threading.Event | None = None
+        self.hang: dict[str, float] = {}  # host -> seconds it hangs before failing
 
     def instance(self, host: str, name: str) -> wire.InstanceView | None:
         self.calls["instance"] += 1
@@ -103,6 +104,9 @@ class Agents:
         self.calls[f"list {host}"] += 1
         if self.gate is not None:
             self.gate.wait(5)
+        if host in self.hang:
+            time.sleep(self.hang[host])
+            raise AgentUnreachable(host, "ReadTimeout")
         if host in self.down:
             raise AgentUnreachable(host, "ConnectionError")
         return list(self.hosts[host])
@@ -251,3 +255,34 @@ def test_the_watcher_refreshes_while_listings_come_and_stops_when_they_stop(
     time.sleep(0.3)
     assert sum(agents.calls.values()) == calls
     views.close()
+
+
+def test_a_hung_host_does_not_stretch_the_refresh_of_the_others(agents: Agents) -> None:
+    """Time lost waiting for a host that then fails is not work: the other
+    hosts' views stay fresh (it stretched the period to 10x the hang)."""
+    views = InstanceViews(
+        agents,  # type: ignore[arg-type]
+        agents.list,
+        lambda: sorted(agents.hosts),
+        SystemClock(),
+        refresh_seconds=0.1,
+        idle_seconds=30,
+    )
+    agents.hang["h1"] = 0.4
+    try:
+        views.many(KEYS)
+        time.sleep(1.0)  # the watcher's first rounds, each with h1 hanging
+        agents.hosts["h2"] = [view("a-1", version="7")]
+        changed = time.monotonic()
+        deadline = changed + 10
+        while time.monotonic() < deadline:
+            a1 = views.many(KEYS)[1]
+            if a1 is not None and not isinstance(a1, AgentError) and a1.image_version == "7":
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("h2 was never refreshed")
+        # One round: h1's 0.4 s hang plus the period; stretched, it was >= 4 s.
+        assert time.monotonic() - changed < 2.0
+    finally:
+        views.close()

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-from controller.records import Conflict
 from kvmss import qemuimg
 from kvmss.clock import SystemClock
 from tests.fixtures import storage_root
@@ -113,12 +112,6 @@ def test_controller_path_parameters(controller: ControllerEnv) -> None:
     assert controller.api.get("/v1/images/kvmss/tiny/1/1", headers=CONTROLLER_AUTH).is_success
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/service.py echoes a path's name in full in its NotFound messages"
-    " (10,000 characters back); fix: quote at most 80 characters of it, as the agent does"
-    " ({name[:80]!r}) in model/host/instance lookups",
-)
 def test_controller_error_messages_do_not_echo_long_names(controller: ControllerEnv) -> None:
     long = "x" * 10_000
     problems = []
@@ -282,16 +275,6 @@ def _delete_scale_set(controller: ControllerEnv, name: str) -> None:
     assert r.status_code == 204, r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Conflict,
-    reason="controller/service.py Controller.delete_scale_set lists the instances, deletes"
-    " them, then deletes the model; an instance the background reconcile creates in between"
-    " makes store.delete_scale_set raise records.Conflict, which no handler maps: a 500"
-    " (seen with a DELETE right after a PUT); fix: take the scale set's lock"
-    " (self._set_lock(name)) around it and map records.Conflict to"
-    " ControllerError(409, 'Conflict', 'scale set ... is changing; try again')",
-)
 def test_deleting_a_scale_set_that_gains_an_instance_is_409(
     controller: ControllerEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -325,14 +308,6 @@ def _publish_with_cmdline(controller: ControllerEnv, version: str, cmdline: str)
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/catalog.py Catalog._check_boot refuses only NUL, CR and LF in a"
-    " cmdline; the agent refuses every non-printable character (they break or change the"
-    " domain XML), so such an image publishes but no instance can be created from it; fix:"
-    " `if not cmdline.isprintable(): raise CatalogError('InvalidParameter', 'cmdline: must"
-    " be one line of printable characters')`",
-)
 def test_controller_refuses_a_cmdline_the_agent_cannot_use(controller: ControllerEnv) -> None:
     accepted = []
     for j, value in enumerate(v for v in HOSTILE if not v.isprintable()):

@@ -1,0 +1,1 @@
+"""Fault scenarios on real agents and tiny TCG guests, and the reliability record."""
