@@ -71,6 +71,11 @@ What the scenarios rely on:
 """
 
 
+# The suites whose figures their tests fix (each fails below them) and the
+# load benchmark's last full runs: appended as they are, when regenerated.
+ATTACKS_AND_LOAD = Path(__file__).with_name("attacks_and_load.md")
+
+
 def _cell(value: object) -> str:
     return "—" if value is None or value == "" else str(value).replace("|", "\\|")
 
@@ -119,7 +124,7 @@ def render(
         lines += ["", "Not measured yet: " + ", ".join(f"`{s}`" for s in missing) + "."]
     lines += ["", "## The scenarios", ""]
     lines += [f"- `{sid}`: {text}" for sid, text in registry.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + ATTACKS_AND_LOAD.read_text()
 
 
 def main(argv: list[str] | None = None) -> int:
