@@ -16,27 +16,24 @@ whose files still match it, is left as it is.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from images.tiny import host, rootfs
 from images.tiny.initrd import build_initrd
 from images.tiny.kernel import Kernel, ModuleIndex, find_kernel
 from images.tiny.manifest import (
-    MANIFEST,
     ImageFile,
     Manifest,
     inputs_digest,
+    install,
     recipe_digest,
+    reusable,
 )
-from kvmss import atomicfile, qemuimg
+from kvmss import qemuimg
 
 NAME = "tiny"
 DISK_FILE = "disk.qcow2"
@@ -57,37 +54,6 @@ def check_version(version: str) -> str:
             " starting with a letter or digit"
         )
     return version
-
-
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` so two builds never interleave there."""
-    fd = os.open(out / ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _reusable(out: Path, version: str, recipe: str, inputs: str) -> Manifest | None:
-    path = out / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = Manifest.load(path)
-    except host.BuildError:
-        return None
-    if (manifest.name, manifest.version, manifest.recipe, manifest.inputs) != (
-        NAME,
-        version,
-        recipe,
-        inputs,
-    ):
-        return None
-    if not all(f.verify(out) for f in manifest.files()):
-        return None
-    return manifest
 
 
 def _build_into(work: Path, version: str, kernel: Kernel) -> None:
@@ -123,11 +89,11 @@ def build(version: str, out: Path, *, kernel_version: str | None = None) -> Mani
     """
     check_version(version)
     out.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with _locked(out):
+    with host.locked(out):
         kernel = find_kernel(kernel_version)
         recipe = recipe_digest()
         inputs = inputs_digest(kernel.version, (kernel.image, *rootfs.HOST_PROGRAMS))
-        existing = _reusable(out, version, recipe, inputs)
+        existing = reusable(out, NAME, version, recipe, inputs)
         if existing is not None:
             return existing
         with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as tmp:
@@ -148,12 +114,7 @@ def build(version: str, out: Path, *, kernel_version: str | None = None) -> Mani
                 recipe=recipe,
                 inputs=inputs,
             )
-            # No manifest while the files are being swapped: a reader never
-            # sees one that does not describe the files next to it.
-            (out / MANIFEST).unlink(missing_ok=True)
-            for name in files:
-                os.replace(work / name, out / name)
-            atomicfile.write_bytes(out / MANIFEST, manifest.dumps(), mode=0o644)
+            install(work, out, manifest)
         return manifest
 
 
