@@ -13,6 +13,7 @@ import io
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import pycdlib
 import yaml
 
+from hostagent.layout import SEED_MODE
 from kvmss import atomicfile
 
 VOLUME_LABEL = "cidata"
@@ -118,8 +120,12 @@ def _dump(data: dict[str, Any]) -> str:
 
 
 def write_seed_iso(path: Path, content: SeedContent) -> None:
-    """Write the seed ISO at ``path`` (mode 0644) through ``<path>.iso.part``
-    and a rename, so a reader never sees half an ISO."""
+    """Write the seed ISO at ``path`` through ``<path>.iso.part`` and a rename,
+    so a reader never sees half an ISO.
+
+    Mode 0600 from its creation: it carries customData, protectedSettings and
+    the guest's report token. libvirt (dynamic_ownership) hands it to its QEMU
+    user while the guest runs."""
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=1, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
     try:
@@ -139,12 +145,16 @@ def write_seed_iso(path: Path, content: SeedContent) -> None:
         iso.close()
 
     part = path.with_suffix(".iso.part")
+    # A crashed write's leftover keeps its old mode through O_TRUNC: start anew.
+    part.unlink(missing_ok=True)
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, SEED_MODE)
         with os.fdopen(fd, "wb") as f:
+            # Exactly 0600 whatever the umask, before a byte is written.
+            if stat.S_IMODE(os.fstat(fd).st_mode) != SEED_MODE:
+                os.fchmod(fd, SEED_MODE)
             f.write(out.getvalue())
             f.flush()
-            os.fchmod(f.fileno(), 0o644)
             os.fsync(f.fileno())
         os.replace(part, path)
     except BaseException:

@@ -292,8 +292,10 @@ def check(path: Path, fmt: str = "qcow2") -> CheckResult:
 
 
 def _claim(path: Path) -> None:
-    """Create ``path`` empty, or raise FileExistsError: no disk is ever overwritten."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    """Create ``path`` empty, or raise FileExistsError: no disk is ever overwritten.
+    Readable by its owner only: a disk holds a guest's data (libvirt's
+    dynamic_ownership hands it to the QEMU user while a guest runs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.close(fd)
 
 

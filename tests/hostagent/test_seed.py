@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pycdlib
 import pytest
@@ -153,8 +156,46 @@ def test_write_and_read_back(tmp_path: Path) -> None:
     iso = tmp_path / "seed-2.iso"
     seed.write_seed_iso(iso, CONTENT)
     assert seed.read_seed_iso(iso) == CONTENT
-    assert iso.stat().st_mode & 0o777 == 0o644
+    assert iso.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed-2.iso"]
+
+
+def test_the_part_file_is_private_before_its_first_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crashed write's leftover .part, readable by everyone: not reused as it is.
+    iso = tmp_path / "seed-2.iso"
+    leftover = iso.with_suffix(".iso.part")
+    leftover.write_bytes(b"old")
+    leftover.chmod(0o644)
+    modes: list[int] = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    old_umask = os.umask(0)
+    try:
+        seed.write_seed_iso(iso, CONTENT)
+    finally:
+        os.umask(old_umask)
+    assert modes == [0o600]
+    assert stat.S_IMODE(iso.stat().st_mode) == 0o600
+    assert seed.read_seed_iso(iso) == CONTENT
+    assert not leftover.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o277], ids=["022", "077", "277"])
+def test_seed_is_0600_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    iso = tmp_path / "seed-1.iso"
+    old_umask = os.umask(umask)
+    try:
+        seed.write_seed_iso(iso, CONTENT)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(iso.stat().st_mode) == 0o600
 
 
 def test_iso_has_rock_ridge_joliet_and_iso9660_names(tmp_path: Path) -> None:

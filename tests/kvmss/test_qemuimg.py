@@ -42,6 +42,7 @@ def test_create_makes_empty_qcow2_of_the_size(tmp_path: Path) -> None:
     assert info.cluster_size == 65536
     assert info.dirty is False
     assert disk.stat().st_size < MiB
+    assert disk.stat().st_mode & 0o777 == 0o600  # a guest's data: its owner's only
 
 
 def test_create_raw(tmp_path: Path) -> None:
@@ -88,6 +89,7 @@ def test_overlay_is_small_and_names_its_backing_absolutely(
     assert info.backing_format == "qcow2"
     assert info.virtual_size == 64 * MiB
     assert ov.stat().st_size < MiB < base.stat().st_size
+    assert ov.stat().st_mode & 0o777 == 0o600
 
 
 def test_overlay_reads_through_to_its_backing(tmp_path: Path) -> None:

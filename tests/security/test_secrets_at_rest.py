@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hostagent import seed
 from tests.fixtures import storage_root
 from tests.security.agentenv import AgentEnv, agent_env
 
@@ -26,20 +27,59 @@ def _others_can_read(p: Path) -> bool:
     return bool(stat.S_IMODE(p.stat().st_mode) & 0o044)
 
 
-def test_the_spec_and_the_guest_key_are_private(agent: AgentEnv) -> None:
+def test_the_spec_the_disks_and_the_guest_key_are_private(agent: AgentEnv) -> None:
     storage = agent.root / "agent"
-    for p in (storage / "instances" / "rest-0" / "spec.json", storage / "guest-secret"):
+    instance_dir = storage / "instances" / "rest-0"
+    disks = list(instance_dir.glob("*.qcow2"))
+    assert len(disks) >= 2, disks  # the OS disk and the data disk
+    for p in (instance_dir / "spec.json", storage / "guest-secret", *disks):
         assert not _others_can_read(p), p
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hostagent/seed.py write_seed_iso creates seeds mode 0644 in 0755 directories:"
-    " every local user can read customData, protectedSettings and the guest token; fix: 0600"
-    " (libvirt's dynamic_ownership gives it to the QEMU user while the guest runs; check with"
-    " a guest test) and instance directories 0711",
-)
 def test_the_seed_is_private(agent: AgentEnv) -> None:
-    seeds = list((agent.root / "agent" / "instances" / "rest-0").glob("seed-*.iso"))
+    instance_dir = agent.root / "agent" / "instances" / "rest-0"
+    seeds = list(instance_dir.glob("seed-*.iso"))
     assert seeds
     assert not any(_others_can_read(p) for p in seeds)
+    assert {_mode(p) for p in seeds} == {0o600}
+    # the QEMU user traverses to the disks; nobody lists an instance's files
+    assert _mode(instance_dir) == 0o711
+    assert _mode(instance_dir.parent) == 0o711
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_an_older_agents_seeds_and_directories_are_tightened_at_start() -> None:
+    """An agent of before 0600 seeds left them 0644 in 0755 directories (and
+    maybe a crashed write's .part): the next agent start tightens them, and
+    leaves the disks' modes to what libvirt needs."""
+    with storage_root("sec-old") as root:
+        instances = root / "agent" / "instances"
+        old = instances / "old-0"
+        old.mkdir(parents=True)
+        seed.write_seed_iso(old / "seed-1.iso", _OLD_SEED)
+        seed.write_seed_iso(old / "seed-2.iso", _OLD_SEED)
+        (old / "seed-2.iso").rename(old / "seed-2.iso.part")
+        (old / "os-1.qcow2").write_bytes(b"not a secret")
+        loose = [old / "seed-1.iso", old / "seed-2.iso.part", old / "os-1.qcow2"]
+        for p in loose:
+            p.chmod(0o644)
+        for d in (instances, old):
+            d.chmod(0o755)
+
+        with agent_env(root):
+            assert _mode(instances) == 0o711
+            assert _mode(old) == 0o711
+            assert _mode(old / "seed-1.iso") == 0o600
+            assert _mode(old / "seed-2.iso.part") == 0o600
+            assert _mode(old / "os-1.qcow2") == 0o600  # a disk: the guest's data
+            assert seed.read_seed_iso(old / "seed-1.iso") == _OLD_SEED
+
+
+_OLD_SEED = seed.SeedContent(
+    meta_data=seed.meta_data("i-old-0-g1-abcdef", "old"),
+    user_data="#!/bin/sh\nKVMSS_TOKEN_B64='c2VjcmV0'\n",
+    network_config="version: 2\n",
+)
