@@ -602,11 +602,20 @@ class Vm:
         return time.monotonic() - pressed
 
 
-@pytest.fixture
-def vm() -> Iterator[Vm]:
-    d = _scratch("tiny-guest-")
+@pytest.fixture(scope="module")
+def guest_image() -> Iterator[tuple[Path, Manifest]]:
+    """Version 7 of the tiny image, built once for the module's guests (each
+    boots its own overlay of it)."""
+    d = _scratch("tiny-image-")
     image_dir = d / "image"
-    manifest = tiny_build.build("7", image_dir)
+    yield image_dir, tiny_build.build("7", image_dir)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def vm(guest_image: tuple[Path, Manifest]) -> Iterator[Vm]:
+    image_dir, manifest = guest_image
+    d = _scratch("tiny-guest-")
     overlay = d / "os.qcow2"
     qemuimg.create_overlay(overlay, image_dir / manifest.disk.file)
     data = d / "data.raw"
