@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from hostagent.domxml import DataDiskRecord, Disk, Domain, Generation, Interface, Metadata, OsBoot
+from hostagent.domxml import Domain
+from hostagent.domxmldevices import Disk, Interface, OsBoot
+from hostagent.domxmlmeta import DataDiskRecord, Generation, Metadata
 
 OS_DISK_TARGET = "vda"
 SEED_TARGET = "sda"

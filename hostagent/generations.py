@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hostagent import extensions, seed, userdata, wire
 from hostagent.addresses import Subnet
-from hostagent.domxml import Generation, ImageRecord
+from hostagent.domxmlmeta import Generation, ImageRecord
 from hostagent.guesttokens import GuestTokens
 from hostagent.imagecache import ImageCache
 from hostagent.layout import Layout
@@ -71,7 +71,7 @@ class GenerationBuilder:
         """Create os-<number>.qcow2 and seed-<number>.iso; replaces leftovers of
         a crashed attempt at the same generation (never referenced by a domain)."""
         base, kernel, initrd = self.fetch(image)
-        self.layout.instance_dir(name).mkdir(parents=True, exist_ok=True)
+        self.layout.make_instance_dir(name)
         os_disk = self.layout.os_disk(name, number)
         seed_iso = self.layout.seed(name, number)
         self.remove(name, number)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from hostagent import designer, extensions, wire
 from hostagent.addresses import Subnet, mac_for
-from hostagent.domxml import DataDiskRecord, Domain, Generation, Metadata
+from hostagent.domxml import Domain
+from hostagent.domxmlmeta import DataDiskRecord, Generation, Metadata
 from hostagent.faults import crash_point
 from hostagent.generations import GenerationBuilder
 from hostagent.health import verdict
@@ -81,7 +82,7 @@ class InstanceManager:
         return wire.InstanceSpec(**atomicfile.read_json(p))
 
     def _save_spec(self, name: str, spec: wire.InstanceSpec) -> None:
-        self.layout.instance_dir(name).mkdir(parents=True, exist_ok=True)
+        self.layout.make_instance_dir(name)
         stored = spec.model_copy(update={"operationId": None})
         atomicfile.write_json(self.layout.spec(name), stored.model_dump(mode="json"))
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from controller.api import create_app
 from controller.mergepatch import merge_patch
-from controller.model import ScaleSetBody
+from controller.scalesetbody import ScaleSetBody
 from controller.service import Controller
 from hostagent import wire
 from kvmss import qemuimg

@@ -10,15 +10,15 @@ import pytest
 
 from controller.model import (
     NAME_MAX_LENGTH,
-    REDACTED,
     RESOURCE_TYPE,
     AutomaticPolicy,
-    ModelError,
     RollingPolicy,
     ScaleSetModel,
     parse_scale_set,
     patch_scale_set,
 )
+from controller.modelerrors import ModelError
+from controller.modelfields import REDACTED
 from hostagent import wire
 
 SECRET = "SECRET-abc"

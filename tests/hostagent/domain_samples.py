@@ -12,16 +12,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from hostagent.domxml import (
-    DataDiskRecord,
-    Disk,
-    Domain,
-    Generation,
-    ImageRecord,
-    Interface,
-    Metadata,
-    OsBoot,
-)
+from hostagent.domxml import Domain
+from hostagent.domxmldevices import Disk, Interface, OsBoot
+from hostagent.domxmlmeta import DataDiskRecord, Generation, ImageRecord, Metadata
 
 DATA_DIR = Path(__file__).parent / "data"
 GOLDEN_ROOT = "/var/lib/kvmss"

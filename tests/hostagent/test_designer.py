@@ -20,7 +20,9 @@ from hostagent.designer import (
     design,
     os_disk_path,
 )
-from hostagent.domxml import DataDiskRecord, Disk, Domain, Generation, Metadata
+from hostagent.domxml import Domain
+from hostagent.domxmldevices import Disk
+from hostagent.domxmlmeta import DataDiskRecord, Generation, Metadata
 from tests.hostagent.domain_samples import (
     GOLDEN_ROOT,
     IMAGE_V1,

@@ -13,16 +13,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hostagent.domxml import (
-    KVMSS_NS,
-    DataDiskRecord,
-    Disk,
-    Domain,
-    Generation,
-    Interface,
-    Metadata,
-    OsBoot,
-)
+from hostagent.domxml import Domain
+from hostagent.domxmldevices import Disk, Interface, OsBoot
+from hostagent.domxmlmeta import KVMSS_NS, DataDiskRecord, Generation, Metadata
 from tests.hostagent.domain_samples import (
     IMAGE_V1,
     SAMPLES,

@@ -22,8 +22,10 @@ import requests
 from click.testing import CliRunner, Result
 
 from kvmss.apiclient import ApiClient
-from kvmss.cli import CliState, main, merge_patch_from_sets
+from kvmss.cli import main
+from kvmss.clistate import CliState
 from kvmss.clock import FakeClock
+from kvmss.vmsscli import merge_patch_from_sets
 from tests.kvmss.upgradestatus import T0, decision, status
 
 TOKEN = "ctl-token-5f2e9a7c41d8"
