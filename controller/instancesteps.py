@@ -50,6 +50,18 @@ NEEDS_ATTENTION = "NeedsAttention"
 RUNNING = "Running"
 
 Decide = Callable[[UpgradeRecord, str | None, str, str], None]
+# (host, name, max age or None for the default) -> (known, view): the latest
+# snapshot of an instance's view if recent enough (controller.instanceviews)
+Recent = Callable[[str, str, float | None], tuple[bool, wire.InstanceView | None]]
+
+# a snapshot this young is as good as asking
+FRESH_SECONDS = 1.0
+# the longest a row in flight (reimage, health wait) goes without a look
+MAX_POLL_INTERVAL = 5.0
+
+
+def no_snapshots(host: str, name: str, max_age: float | None) -> tuple[bool, None]:
+    return False, None
 
 
 @dataclass(frozen=True)
@@ -68,24 +80,38 @@ def unconfirmed(u: UpgradeInstanceRecord) -> bool:
 
 
 class InstanceSteps:
-    def __init__(self, store: Store, agents: AgentPort, clock: Clock, decide: Decide) -> None:
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentPort,
+        clock: Clock,
+        decide: Decide,
+        recent: Recent = no_snapshots,
+    ) -> None:
         self.store = store
         self.agents = agents
         self.clock = clock
         self.decide = decide
+        self.recent = recent
+        # (upgrade id, instance id, row state) -> when its agent was last asked
+        self._asked: dict[tuple[str, str, str], float] = {}
 
-    def observe(self, inst: InstanceRecord) -> Observed:
+    def observe(
+        self, inst: InstanceRecord, *, snapshot: bool = False, max_age: float | None = None
+    ) -> Observed:
+        """What the agent says of ``inst`` now; with ``snapshot``, what its
+        host's latest snapshot said (within ``max_age``) when there is one."""
+        if snapshot:
+            known, view = self.recent(inst.host, inst.name, max_age)
+            if known:
+                return _observed(view)
         try:
             view = self.agents.instance(inst.host, inst.name)
         except AgentUnreachable:
             return Observed(False, None, ("host agent unreachable",), reachable=False)
         except AgentError as e:
             return Observed(False, None, (f"agent error {e.code}",))
-        if view is None:
-            return Observed(False, None, ("instance missing on its host",))
-        return Observed(
-            view.health.state == "Healthy", view.current.image.version, tuple(view.health.reasons)
-        )
+        return _observed(view)
 
     def op_id(self, up: UpgradeRecord, iid: str, action: str) -> str:
         return f"u{up.id.replace('-', '')[:16]}-{iid}-{action}"
@@ -98,6 +124,7 @@ class InstanceSteps:
         ok = self.store.update_upgrade_instance(
             up.id, u.instance_id, expected_state=expected, state=state, **fields
         )
+        self._asked.pop((up.id, u.instance_id, expected), None)
         if ok:
             reason = fields.get("reason")
             self.decide(up, u.instance_id, state, str(reason) if reason else state)
@@ -228,6 +255,8 @@ class InstanceSteps:
         spec: wire.ImageSpec,
     ) -> None:
         assert u.operation_id is not None
+        if not self._due(up, u, u.started_at or self.clock.now()):
+            return
         try:
             op = self.agents.operation(inst.host, u.operation_id)
         except AgentError as e:
@@ -259,14 +288,15 @@ class InstanceSteps:
     def _waiting(
         self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, inst: InstanceRecord
     ) -> None:
-        seen = self.observe(inst)
-        if seen.healthy and seen.version == up.target.version:
+        assert u.deadline is not None
+        due = self.clock.now() >= u.deadline
+        seen = self.observe(inst) if due else self._health(up, policy, u, inst)
+        if seen is not None and seen.healthy and seen.version == up.target.version:
             self.agents.commit(inst.host, inst.name, self.op_id(up, u.instance_id, "commit"))
             crash_point("committed")
             self.set(up, u, "WaitingHealth", "Succeeded", reason="healthy; previous disk dropped")
             return
-        assert u.deadline is not None
-        if self.clock.now() >= u.deadline:
+        if due and seen is not None:
             why = "; ".join(seen.reasons) or "not healthy"
             self._fail(
                 up,
@@ -277,6 +307,34 @@ class InstanceSteps:
             )
             return
         crash_point("health-wait")
+
+    def _health(
+        self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, inst: InstanceRecord
+    ) -> Observed | None:
+        """A waiting instance's health from a fresh snapshot, or from its agent
+        when :meth:`_due`; None: not looked at this step."""
+        known, view = self.recent(inst.host, inst.name, FRESH_SECONDS)
+        if known:
+            return _observed(view)
+        assert u.deadline is not None
+        if not self._due(up, u, u.deadline - policy.health_timeout_seconds):
+            return None
+        return self.observe(inst)
+
+    def _due(self, up: UpgradeRecord, u: UpgradeInstanceRecord, since: float) -> bool:
+        """Whether to ask the agent how a row in flight (Reimaging,
+        WaitingHealth) is doing at this step: when a tenth of the time since
+        ``since`` has passed since it was last asked (at most
+        MAX_POLL_INTERVAL), and always once its deadline has passed."""
+        now = self.clock.now()
+        if u.deadline is not None and now >= u.deadline:
+            return True
+        key = (up.id, u.instance_id, u.state)
+        last = self._asked.get(key)
+        if last is not None and now - last < min(MAX_POLL_INTERVAL, (now - since) / 10):
+            return False
+        self._asked[key] = now
+        return True
 
     # -- rolling back --------------------------------------------------------------
 
@@ -397,3 +455,11 @@ class InstanceSteps:
             return False
         row = self._row(up, u.instance_id)
         return row is None or not unconfirmed(row)
+
+
+def _observed(view: wire.InstanceView | None) -> Observed:
+    if view is None:
+        return Observed(False, None, ("instance missing on its host",))
+    return Observed(
+        view.health.state == "Healthy", view.current.image.version, tuple(view.health.reasons)
+    )

@@ -13,8 +13,12 @@ what it found, as Azure's instance views are snapshots its host agents report.
   instance it has no view of yet (just created): that host is asked at once,
   one call however many listings want it.
 - The watcher spends at most a tenth of its time refreshing: when a cycle
-  takes long (a big fleet, a slow host, a busy controller) the next waits
-  longer, so the views age instead of the controller saturating.
+  costs much CPU (a big fleet, a busy controller) the next waits longer, so
+  the views age instead of the controller saturating. What it counts is the
+  CPU its thread used, not the time it waited: a host that hangs, whether it
+  then fails or answers late (a SIGSTOPped agent resumed within the client's
+  timeout), costs the controller nothing, and once let that wait stretch the
+  period to minutes, so every listing showed the views of before the hang.
 - What the orchestrator observes while it runs an upgrade is recorded too
   (:class:`ObservingPort`); a view replaces another only when it was asked
   for later, so an upgrade's last word on an instance is never hidden behind
@@ -33,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -75,6 +80,7 @@ class InstanceViews:
         clock: Clock,
         refresh_seconds: float = 5.0,
         idle_seconds: float = 120.0,
+        cpu_seconds: Callable[[], float] = time.thread_time,
     ) -> None:
         self._agents = agents
         self._lister = lister
@@ -82,6 +88,8 @@ class InstanceViews:
         self._clock = clock
         self.refresh_seconds = refresh_seconds
         self._idle_seconds = idle_seconds
+        self._cpu_seconds = cpu_seconds  # of the calling thread: what a refresh costs
+        self._period = refresh_seconds  # the watcher's current period
         self._lock = threading.Lock()
         # host -> instance name -> (monotonic time asked, packed view or None);
         # plain tuples, so the garbage collector does not track them
@@ -201,6 +209,26 @@ class InstanceViews:
                 del self._refreshing[host]
             mine.set()
 
+    def recent(
+        self, host: str, name: str, max_age: float | None = None
+    ) -> tuple[bool, wire.InstanceView | None]:
+        """(True, the view or None for "not on its host") when the latest
+        word on an instance was asked for at most ``max_age`` seconds ago
+        (default: two of the watcher's periods) and no call to its host failed
+        since; (False, None) otherwise, and the caller asks the agent. Keeps
+        the watcher running: an upgrade that reads views is a reader."""
+        if self._lister is None:
+            return False, None
+        self._ensure_watcher()
+        limit = 2 * max(self.refresh_seconds, self._period) if max_age is None else max_age
+        now = self._clock.monotonic()
+        with self._lock:
+            entry = self._views.get(host, {}).get(name)
+            error = self._host_errors.get(host)
+        if entry is None or now - entry[0] > limit or (error is not None and error[0] > entry[0]):
+            return False, None
+        return True, None if entry[1] is None else unpack(entry[1])
+
     def cached_or_asked(self, host: str, name: str) -> wire.InstanceView | None:
         """Inside :meth:`cached_reads`, the latest view there is; otherwise
         (and outside) ask the agent now. Raises the agent's error."""
@@ -238,7 +266,7 @@ class InstanceViews:
             self._watcher.start()
 
     def _watch(self) -> None:
-        busy = 0.0  # seconds the last round spent refreshing
+        busy = 0.0  # CPU seconds the last round spent refreshing
         try:
             while not self._stop.is_set():
                 with self._lock:
@@ -246,25 +274,20 @@ class InstanceViews:
                         self._watcher = None
                         return
                 # at most a tenth of the time spent refreshing, however big the fleet
-                period = max(self.refresh_seconds, 10 * busy)
+                period = self._period = max(self.refresh_seconds, 10 * busy)
                 started, busy = self._clock.monotonic(), 0.0
                 hosts = self._hosts()
                 for k, host in enumerate(hosts, 1):
-                    t = self._clock.monotonic()
+                    cpu = self._cpu_seconds()
                     # (passing over a host a listing asked in the last half period)
                     self._refresh_once(host, started - self.refresh_seconds / 2)
-                    now = self._clock.monotonic()
-                    # Time spent on a host that did not answer (down, hung
-                    # until the client's timeout) is waiting, not work: it
-                    # must not stretch the period, or every other host's
-                    # views would age for minutes after one host hangs.
-                    with self._lock:
-                        failing = host in self._host_errors  # its last answer was an error
-                    if not failing:
-                        busy += now - t
+                    # Waiting for a host (down, hung, slow to answer) is not work:
+                    # only the CPU this thread spent counts (see the module doc).
+                    busy += self._cpu_seconds() - cpu
                     # Hosts spread over the period: parsing a host's views holds
                     # the GIL for milliseconds, and back to back they stalled
                     # every request for a large part of a second.
+                    now = self._clock.monotonic()
                     if self._stop.wait(max(0.0, started + period * k / len(hosts) - now)):
                         return
                 if not hosts:

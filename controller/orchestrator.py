@@ -32,6 +32,8 @@ from controller.instancesteps import (
     FAILED_STATES,
     InstanceSteps,
     Observed,
+    Recent,
+    no_snapshots,
     unconfirmed,
 )
 from controller.store import (
@@ -78,12 +80,16 @@ class Orchestrator:
         agents: AgentPort,
         image_spec: Callable[[ImageRecord], wire.ImageSpec],
         clock: Clock,
+        recent: Recent = no_snapshots,
     ) -> None:
+        """``recent`` gives the latest snapshot of an instance's view where
+        there is one (the controller's :class:`InstanceViews`): the gate
+        before a batch and the health wait read it instead of asking."""
         self.store = store
         self.agents = agents
         self.image_spec = image_spec
         self.clock = clock
-        self.steps = InstanceSteps(store, agents, clock, self._decide)
+        self.steps = InstanceSteps(store, agents, clock, self._decide, recent)
 
     # -- observing ---------------------------------------------------------------
 
@@ -228,7 +234,8 @@ class Orchestrator:
             ended = max((u.finished_at or 0.0) for u in prev) if prev else 0.0
             if self.clock.now() < ended + policy.pause_seconds:
                 return up
-        seen = {iid: self.observe(i) for iid, i in instances.items()}
+        # (from snapshots where there are: the whole set, every batch)
+        seen = {iid: self.steps.observe(i, snapshot=True) for iid, i in instances.items()}
         unhealthy = sorted((iid for iid, o in seen.items() if not o.healthy), key=int)
         if planner.too_unhealthy(len(unhealthy), len(seen), policy.max_unhealthy_instance_percent):
             where = "before the first batch; nothing was changed" if k == 0 else f"before batch {k}"

@@ -93,6 +93,9 @@ class Agents:
         self.down: set[str] = set()
         self.gate: threading.Event | None = None
         self.hang: dict[str, float] = {}  # host -> seconds it hangs before failing
+        self.late: dict[str, float] = {}  # host -> seconds it hangs before answering
+        self.cpu = 0.0  # what the watcher's CPU meter reads (see cpu_cost)
+        self.cpu_cost = 0.0  # CPU seconds a listing "costs"
 
     def instance(self, host: str, name: str) -> wire.InstanceView | None:
         self.calls["instance"] += 1
@@ -109,6 +112,8 @@ class Agents:
             raise AgentUnreachable(host, "ReadTimeout")
         if host in self.down:
             raise AgentUnreachable(host, "ConnectionError")
+        time.sleep(self.late.get(host, 0.0))
+        self.cpu += self.cpu_cost
         return list(self.hosts[host])
 
 
@@ -257,9 +262,12 @@ def test_the_watcher_refreshes_while_listings_come_and_stops_when_they_stop(
     views.close()
 
 
-def test_a_hung_host_does_not_stretch_the_refresh_of_the_others(agents: Agents) -> None:
-    """Time lost waiting for a host that then fails is not work: the other
-    hosts' views stay fresh (it stretched the period to 10x the hang)."""
+@pytest.mark.parametrize("how", ["hang", "late"])
+def test_a_hung_host_does_not_stretch_the_refresh_of_the_others(agents: Agents, how: str) -> None:
+    """Time lost waiting for a host, whether it then fails ("hang") or answers
+    late ("late": a SIGSTOPped agent resumed within the client's timeout), is
+    not work: the other hosts' views, and its own once it answers again, stay
+    fresh (waiting stretched the period to 10x the hang)."""
     views = InstanceViews(
         agents,  # type: ignore[arg-type]
         agents.list,
@@ -268,21 +276,55 @@ def test_a_hung_host_does_not_stretch_the_refresh_of_the_others(agents: Agents) 
         refresh_seconds=0.1,
         idle_seconds=30,
     )
-    agents.hang["h1"] = 0.4
+    getattr(agents, how)["h1"] = 0.4
     try:
         views.many(KEYS)
         time.sleep(1.0)  # the watcher's first rounds, each with h1 hanging
         agents.hosts["h2"] = [view("a-1", version="7")]
+        agents.hosts["h1"] = [view("a-0", version="7"), view("a-2")]
+        del getattr(agents, how)["h1"]  # and h1 answers at once again
         changed = time.monotonic()
         deadline = changed + 10
         while time.monotonic() < deadline:
-            a1 = views.many(KEYS)[1]
-            if a1 is not None and not isinstance(a1, AgentError) and a1.image_version == "7":
+            a0, a1, _ = views.many(KEYS)
+            if all(
+                a is not None and not isinstance(a, AgentError) and a.image_version == "7"
+                for a in (a0, a1)
+            ):
                 break
             time.sleep(0.02)
         else:
-            pytest.fail("h2 was never refreshed")
+            pytest.fail(f"never refreshed: {views.many(KEYS)}")
         # One round: h1's 0.4 s hang plus the period; stretched, it was >= 4 s.
         assert time.monotonic() - changed < 2.0
     finally:
         views.close()
+
+
+def test_refreshes_that_cost_cpu_stretch_the_period(agents: Agents) -> None:
+    """The watcher spends at most a tenth of its time refreshing, counted in
+    the CPU its thread used (injected here: each listing "costs" 0.1 s)."""
+
+    def rounds(cost: float) -> int:
+        agents.cpu_cost = cost
+        agents.calls.clear()
+        views = InstanceViews(
+            agents,  # type: ignore[arg-type]
+            agents.list,
+            lambda: sorted(agents.hosts),
+            SystemClock(),
+            refresh_seconds=0.05,
+            idle_seconds=30,
+            cpu_seconds=lambda: agents.cpu,
+        )
+        try:
+            views.many(KEYS)
+            time.sleep(1.5)
+        finally:
+            views.close()
+        return agents.calls["list h2"]
+
+    free, costly = rounds(0.0), rounds(0.1)
+    # free: a round every 0.05 s; costly: 2 hosts x 0.1 s -> a 2 s period
+    assert free >= 8, free
+    assert costly <= 3, costly

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from controller.catalog import Catalog
 from controller.instancesteps import NEEDS_ATTENTION
 from controller.orchestrator import Orchestrator, Policy
+from controller.service import Controller, Settings
 from controller.store import ImageRecord, InstanceRecord, Store, UpgradeRecord, instance_name
 from hostagent import wire
 from hostagent.client import AgentError
 from kvmss.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
+from tests.controller.controllerenv import host_view
 
 SET = "web"
 HOST = "host0"
@@ -254,3 +257,32 @@ def test_reimage_refused_for_now_is_asked_again_until_the_deadline(
     else:
         assert "reimage refused: ImageDownloadFailed" in w.row()[2]
         assert w.clock.now() - (w.upgrade().start_time) >= TIMEOUT
+
+
+def test_a_restarted_controller_settles_what_an_ended_upgrade_left(
+    w: World, tmp_path: Path
+) -> None:
+    """The upgrade ended (Faulted) with its rollback unconfirmed, then the
+    controller restarted: resume() carries the rollback out once the host
+    answers, with no new upgrade needed to trigger it."""
+    start(w)
+    w.steps(3)
+    w.agents.unreachable_hosts.add(HOST)
+    w.steps(2 * int(TIMEOUT / 5) + 4)
+    assert_given_up(w)
+    w.agents.unreachable_hosts.clear()
+    ctl = Controller(
+        w.store,
+        Catalog(w.store, tmp_path / "blobs", w.clock),
+        w.agents,
+        w.clock,
+        Settings("http://127.0.0.1:1", b"s" * 32, poll_seconds=0.01),
+        probe_host=host_view,
+    )
+    try:
+        ctl.resume()
+        ctl.wait_idle(30)
+    finally:
+        ctl.close()
+    assert_settled(w)
+    assert w.agents.rollbacks == {NAME: 1}

@@ -73,24 +73,29 @@ def settled(lab: FaultLab, timeout: float) -> dict[str, Any]:
     return lab.latest()
 
 
-def listing_lag(lab: FaultLab, limit: float = 60) -> float:
+def listing_lag(lab: FaultLab, limit: float = 60) -> tuple[float, list[str]]:
     """Seconds until the controller's listing (instance views its watcher
-    refreshes) agrees with what the agents say now; ``limit`` if it never does."""
+    refreshes) agrees with what the agents say now (``limit`` if it never
+    does), and what disagreed last."""
     began = time.monotonic()
+    disagreed: list[str] = []
 
     def agrees() -> bool:
         views = {v.name: v for a in lab.agents for v in a.client.instances()}
-        return all(
-            vm["health"] == views[vm["name"]].health.state
-            and vm["imageVersion"] == views[vm["name"]].current.image.version
+        disagreed[:] = [
+            f"{vm['name']}: listed {vm['health']} {vm['imageVersion']} ({vm['healthReasons']}),"
+            f" agent {views[vm['name']].health.state} {views[vm['name']].current.image.version}"
             for vm in lab.vms()
-        )
+            if vm["health"] != views[vm["name"]].health.state
+            or vm["imageVersion"] != views[vm["name"]].current.image.version
+        ]
+        return not disagreed
 
     try:
         wait_until(agrees, limit, "the controller's listing to agree with the agents", 0.5)
     except AssertionError:
-        return limit
-    return round(time.monotonic() - began, 1)
+        return limit, disagreed
+    return round(time.monotonic() - began, 1), disagreed
 
 
 def check_and_record(
@@ -152,7 +157,7 @@ def check_and_record(
     batch = planner.batch_size(len(vms), 20)
     assert run.sampler.max_down <= batch, (run.sampler.worst, run.sampler.down_seconds)
     assert d.data_bytes_changed == dict.fromkeys(after.views, 0), d.data_bytes_changed
-    lag = listing_lag(lab)
+    lag, disagreed = listing_lag(lab)
 
     figures: dict[str, Any] = {
         "instances": len(vms),
@@ -178,6 +183,6 @@ def check_and_record(
     # after the record, so the figures are kept when this fails
     assert lag < LISTING_LAG_LIMIT, (
         f"{scenario}: the controller's instance listing disagreed with the agents for"
-        f" {lag:g}s (or more) after the scenario settled"
+        f" {lag:g}s (or more) after the scenario settled: {disagreed}"
     )
     return figures

@@ -72,17 +72,7 @@ def while_lost(lab: FaultLab, iid: str, lost_at: float) -> dict[str, Any]:
     ("how", "state"),
     [
         ("sigkill", "WaitingHealth"),
-        pytest.param(
-            "sigstop",
-            "Reimaging",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="open bug: after a host hung by SIGSTOP answers again, the"
-                " controller's instance listing (controller/instanceviews.py watcher)"
-                " still disagrees with the agents 60 s after the upgrade settled; the"
-                " upgrade itself is right (Faulted, one rollback, all healthy, recorded)",
-            ),
-        ),
+        ("sigstop", "Reimaging"),
     ],
 )
 def test_agent_lost_mid_batch_stops_the_upgrade_then_rolls_back_once(
