@@ -30,6 +30,10 @@ class AgentPort(Protocol):
 
     def operation(self, host: str, op_id: str) -> wire.Operation: ...
 
+    def cancel(
+        self, host: str, name: str, op_id: str, kind: wire.OperationKind
+    ) -> wire.Operation: ...
+
     def instance(self, host: str, name: str) -> wire.InstanceView | None: ...
 
 
@@ -76,6 +80,9 @@ class AgentPool:
 
     def operation(self, host: str, op_id: str) -> wire.Operation:
         return self.client(host).operation(op_id)
+
+    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+        return self.client(host).cancel(op_id, kind, name)
 
     def instance(self, host: str, name: str) -> wire.InstanceView | None:
         return self.client(host).instance(name)

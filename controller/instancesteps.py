@@ -17,9 +17,13 @@ and an unconfirmed rollback ends RollbackFailed *without* ``finished_at``:
 the upgrade's batch ends and the stop rules apply, the instance is marked
 ``NeedsAttention``, and once its agent answers again :meth:`settle` carries
 out the rollback that was decided, with the same operation id (an agent that
-got the call before it was lost does not do it twice). A reimage the agent
-cannot take now (a 5xx: it could not fetch the image, e.g. from this very
-controller while it restarted) is asked for again until the same deadline.
+got the call before it was lost does not do it twice). Before a rollback
+the reimage it undoes is cancelled on the agent (POST
+/v1/operations/{id}/cancel): a reimage request still on its way (queued in a
+stopped agent, fetching its image) then never runs after the controller
+decided there was nothing to undo. A reimage the agent cannot take now (a
+5xx: it could not fetch the image, e.g. from this very controller while it
+restarted) is asked for again until the same deadline.
 """
 
 from __future__ import annotations
@@ -100,11 +104,15 @@ class InstanceSteps:
         self, inst: InstanceRecord, *, snapshot: bool = False, max_age: float | None = None
     ) -> Observed:
         """What the agent says of ``inst`` now; with ``snapshot``, what its
-        host's latest snapshot said (within ``max_age``) when there is one."""
+        host's latest snapshot said (within ``max_age``) when it says healthy.
+        A snapshot that says otherwise may be older than the instance's
+        recovery (taken while it booted): the agent is asked, so an upgrade
+        is never stopped on a stale view."""
         if snapshot:
             known, view = self.recent(inst.host, inst.name, max_age)
-            if known:
-                return _observed(view)
+            seen = _observed(view) if known else None
+            if seen is not None and seen.healthy:
+                return seen
         try:
             view = self.agents.instance(inst.host, inst.name)
         except AgentUnreachable:
@@ -365,17 +373,21 @@ class InstanceSteps:
         """Ask the agent (again) for the rollback; AgentUnreachable goes up."""
         assert u.operation_id is not None
         try:
-            reimage: str = self.agents.operation(
-                inst.host, self.op_id(up, u.instance_id, "reimage")
+            # The reimage as the agent has it, cancelled if it has not seen it:
+            # a request still on its way (delayed, queued in a stopped agent,
+            # or in its handler fetching the image) then does nothing, and
+            # "nothing to undo" stays true after it arrives.
+            reimage: str = self.agents.cancel(
+                inst.host, inst.name, self.op_id(up, u.instance_id, "reimage"), "reimage"
             ).status
         except AgentUnreachable:
             raise
-        except AgentError as e:
-            reimage = "Unknown" if e.status == 404 else "Error"
+        except AgentError:
+            reimage = "Error"
         if reimage == "InProgress":  # a reimage the agent got late: roll back after it
             return
-        if reimage in ("Unknown", "Failed") and self.observe(inst).version == u.from_version:
-            # the reimage never took effect (never arrived, or undone by a restarted agent)
+        if reimage == "Failed" and self.observe(inst).version == u.from_version:
+            # the reimage never took effect (cancelled, failed, or undone by a restarted agent)
             self._rolled_back(up, u, True, f"already on {u.from_version}; nothing to undo")
             return
         try:

@@ -337,6 +337,9 @@ class ObservingPort:
     def operation(self, host: str, op_id: str) -> wire.Operation:
         return self._agents.operation(host, op_id)
 
+    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+        return self._agents.cancel(host, name, op_id, kind)
+
 
 def listing(seen: Seen) -> SeenListed:
     """What a listing shows of an agent's answer."""

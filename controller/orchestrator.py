@@ -234,7 +234,7 @@ class Orchestrator:
             ended = max((u.finished_at or 0.0) for u in prev) if prev else 0.0
             if self.clock.now() < ended + policy.pause_seconds:
                 return up
-        # (from snapshots where there are: the whole set, every batch)
+        # (healthy from snapshots where they say so: the whole set, every batch)
         seen = {iid: self.steps.observe(i, snapshot=True) for iid, i in instances.items()}
         unhealthy = sorted((iid for iid, o in seen.items() if not o.healthy), key=int)
         if planner.too_unhealthy(len(unhealthy), len(seen), policy.max_unhealthy_instance_percent):

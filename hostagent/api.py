@@ -198,6 +198,18 @@ def create_app(agent: Agent) -> FastAPI:
             raise ApiError(404, "NotFound", f"operation {op_id[:80]} does not exist")
         return op
 
+    @app.post("/v1/operations/{op_id}/cancel", dependencies=authed)
+    def cancel_operation(op_id: str, req: wire.CancelRequest) -> wire.Operation:
+        """Make sure operation ``op_id`` never runs: an id not seen yet is
+        recorded Cancelled (a request with it arriving later does nothing);
+        a known operation is returned as it is, running or done."""
+        if not wire.OPERATION_ID_RE.fullmatch(op_id):
+            raise ApiError(400, "InvalidOperationId", "operationId: not a valid operation id")
+        try:
+            return agent.ops.cancel(op_id, req.kind, req.instance)
+        except ValueError as e:
+            raise ApiError(409, "Conflict", str(e)) from None
+
     @app.api_route(
         "/v1/instances/{rest:path}",
         methods=["GET", "PUT", "POST", "DELETE", "PATCH"],

@@ -145,6 +145,14 @@ class AgentClient:
     def operation(self, op_id: str) -> wire.Operation:
         return _parse(wire.Operation, self._call("GET", f"/v1/operations/{op_id}"))
 
+    def cancel(self, op_id: str, kind: wire.OperationKind, instance: str) -> wire.Operation:
+        """Operation ``op_id`` (a ``kind`` of ``instance``) never runs if it
+        has not started; returns it as the agent has it."""
+        body = wire.CancelRequest(kind=kind, instance=instance).model_dump(mode="json")
+        return _parse(
+            wire.Operation, self._call("POST", f"/v1/operations/{op_id}/cancel", json=body)
+        )
+
     # -- long operations ---------------------------------------------------------
 
     def put_instance(self, name: str, spec: wire.InstanceSpec) -> wire.Operation:

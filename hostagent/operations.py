@@ -73,6 +73,36 @@ class Operations:
         with self._lock:
             return self._ops.get(op_id)
 
+    def cancel(self, op_id: str, kind: str, instance: str) -> wire.Operation:
+        """An operation that will never run. An id never seen is recorded
+        Failed (code Cancelled), so a request with it that arrives later
+        (delayed in the network, queued in a stopped agent, or still in its
+        handler fetching the image) gets that record and does nothing; a
+        known operation is returned as it is (one running is not stopped)."""
+        with self._lock:
+            existing = self._ops.get(op_id)
+            if existing is not None:
+                if existing.kind != kind or existing.instance != instance:
+                    raise ValueError(
+                        f"operationId {op_id} is a {existing.kind} of {existing.instance}"
+                    )
+                return existing
+            now = iso8601(self._clock.now())
+            op = wire.Operation(
+                id=op_id,
+                kind=kind,
+                instance=instance,
+                status="Failed",
+                startTime=now,
+                endTime=now,
+                error=wire.ErrorInfo(
+                    code="Cancelled", message=f"{kind} of {instance} cancelled before it started"
+                ),
+            )
+            self._save(op)
+        log.info("operation %s (%s of %s) cancelled before it started", op_id, kind, instance)
+        return op
+
     def busy_with(self, instance: str) -> str | None:
         with self._lock:
             return self._busy.get(instance)

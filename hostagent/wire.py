@@ -284,6 +284,22 @@ class DeleteRequest(OperationRequest):
     deleteDataDisks: bool = False
 
 
+OperationKind = Literal["create", "reimage", "rollback", "commit", "start", "stop", "delete"]
+
+
+class CancelRequest(WireModel):
+    """Body of POST /v1/operations/{id}/cancel: the operation the id would
+    be if a request with it arrived (it may still be on its way)."""
+
+    kind: OperationKind
+    instance: str
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, v: str) -> str:
+        return check_instance_name(v)
+
+
 # ---- views -----------------------------------------------------------------
 
 OperationStatus = Literal["InProgress", "Succeeded", "Failed"]

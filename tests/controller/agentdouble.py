@@ -199,6 +199,16 @@ class AgentDouble:
         return self._op(operation_id, "delete", name, apply)
 
     @_locked
+    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+        self._reach(host)
+        self._settle()
+        if op_id not in self.ops:
+            cancelled = wire.ErrorInfo(code="Cancelled", message="cancelled before it started")
+            now = self.clock.monotonic()
+            self.ops[op_id] = FakeOp(op_id, kind, name, now, lambda: None, "Failed", cancelled)
+        return self._view(self.ops[op_id])
+
+    @_locked
     def operation(self, host: str, op_id: str) -> wire.Operation:
         self._reach(host)
         self._settle()

@@ -78,6 +78,10 @@ class SerialAgentDouble(AgentDouble):
         with self._lock:
             return super().operation(host, op_id)
 
+    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+        with self._lock:
+            return super().cancel(host, name, op_id, kind)
+
     def instance(self, host: str, name: str) -> wire.InstanceView | None:
         with self._lock:
             return super().instance(host, name)

@@ -203,6 +203,30 @@ def test_reimage_that_never_reached_the_agent_needs_no_rollback(w: World) -> Non
     assert w.agents.reimages == {} and w.agents.rollbacks == {}
 
 
+def test_a_reimage_arriving_after_nothing_was_undone_does_nothing(w: World) -> None:
+    """The reimage request was queued, not lost (a SIGSTOPped agent took it
+    after it resumed, behind the controller's look): the controller cancels
+    it before it decides there is nothing to undo, so it never runs."""
+    assert isinstance(w.agents, LosingDouble)
+    w.agents.lose_on_reimage = True
+    start(w)
+    w.steps(2 * int(TIMEOUT / 5) + 4)
+    w.agents.unreachable_hosts.clear()
+    assert w.orch.settle(w.up or "")
+    state, _, reason = w.row()
+    assert state == "RolledBack" and "nothing to undo" in reason
+    up = w.upgrade()
+    reimage_id = f"u{up.id.replace('-', '')[:16]}-0-reimage"
+    w.agents.lose_on_reimage = False
+    late = w.agents.reimage(HOST, NAME, spec_of(image("2")), reimage_id)
+    assert late.status == "Failed" and late.error is not None
+    assert late.error.code == "Cancelled"
+    w.clock.advance(60)
+    view = w.agents.instance(HOST, NAME)
+    assert view is not None and view.current.image.version == "1"
+    assert w.agents.reimages == {}
+
+
 @pytest.mark.timeout(60)  # a regression would step forever
 def test_run_returns_only_once_the_lost_host_answered_and_was_rolled_back(w: World) -> None:
     start(w)

@@ -31,10 +31,12 @@ class Counting:
         self.agents = agents
         self.clock = clock
         self.asked: list[float] = []
+        self.who: list[str] = []  # the instance of each ``instance`` call
         self.polled: list[float] = []  # operation calls
 
     def instance(self, host: str, name: str) -> wire.InstanceView | None:
         self.asked.append(self.clock.now())
+        self.who.append(name)
         return self.agents.instance(host, name)
 
     def operation(self, host: str, op_id: str) -> wire.Operation:
@@ -143,38 +145,78 @@ def test_an_instance_that_never_turns_healthy_is_asked_again_at_its_deadline(
     assert asks[-1] - asks[-2] < MAX_POLL_INTERVAL, asks[-3:]
 
 
-def test_a_fresh_snapshot_commits_without_asking_and_the_gate_reads_snapshots(
+def healthy_snapshots(w: World, snapshots: Snapshots, names: list[str]) -> None:
+    """Every instance's snapshot as the agent reports it now, but Healthy."""
+    for n in names:
+        view = w.agents.instance("host0", n)
+        assert view is not None
+        snapshots.views[n] = view.model_copy(
+            update={"health": wire.Health(state="Healthy", reasons=[])}
+        )
+
+
+def five_with_snapshots(w: World, snapshots: Snapshots) -> list[str]:
+    """Five instances, each with a healthy snapshot; their names."""
+    populate(w, 5)
+    names = [instance_name(SET, str(i)) for i in range(5)]
+    healthy_snapshots(w, snapshots, names)
+    return names
+
+
+def test_a_fresh_snapshot_commits_without_asking_and_the_gate_reads_healthy_snapshots(
     world: tuple[World, Counting, Snapshots],
 ) -> None:
     w, counting, snapshots = world
-    populate(w, 5)
-    names = [instance_name(SET, str(i)) for i in range(5)]
-    # snapshots: every instance healthy, whatever its version (as the agent reports it)
-    original = w.agents.instance
-
-    def snap(name: str) -> wire.InstanceView:
-        view = original("host0", name)
-        assert view is not None
-        return view.model_copy(update={"health": wire.Health(state="Healthy", reasons=[])})
-
-    for n in names:
-        snapshots.views[n] = snap(n)
+    names = five_with_snapshots(w, snapshots)
     up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), "Platform")
     # the snapshot of instance 0 is refreshed to its new version once it is reimaged
     w.orch.step(up.id)
     w.clock.advance(3)
     w.orch.step(up.id)
-    snapshots.views[names[0]] = snap(names[0])
+    healthy_snapshots(w, snapshots, names[:1])
     before = len(counting.asked)
     w.orch.step(up.id)
     assert states(w, up.id)["0"] == "Succeeded"
     assert len(counting.asked) == before  # committed on the snapshot alone
+    # the gate before batch 1 reads the healthy snapshots: no instance
+    # outside the batch is asked
+    w.orch.step(up.id)
+    assert states(w, up.id)["1"] != "Pending"
+    assert set(counting.who[before:]) <= {names[1]}, counting.who[before:]
 
-    # the gate before batch 1 counts unhealthy instances from the snapshots
-    for n in names[1:4]:
+
+def unhealthy(snapshots: Snapshots, names: list[str]) -> None:
+    for n in names:
         snapshots.views[n] = snapshots.views[n].model_copy(
             update={"health": wire.Health(state="Unhealthy", reasons=["probe"])}
         )
+
+
+def test_the_gate_asks_again_where_a_snapshot_says_unhealthy(
+    world: tuple[World, Counting, Snapshots],
+) -> None:
+    """A snapshot taken while instances booted says unhealthy after they
+    recovered (the stale view that once faulted a real upgrade): the gate
+    asks their agents, and goes on."""
+    w, counting, snapshots = world
+    names = five_with_snapshots(w, snapshots)
+    unhealthy(snapshots, names)
+    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), "Platform")
+    w.orch.step(up.id)
+    assert states(w, up.id)["0"] != "Pending", w.store.get_upgrade(up.id)
+    assert set(names) <= set(counting.who)  # each instance the snapshot doubted was asked
+
+
+def test_the_gate_stops_an_upgrade_when_agents_confirm_the_unhealthy_snapshot(
+    world: tuple[World, Counting, Snapshots],
+) -> None:
+    w, _, snapshots = world
+    names = five_with_snapshots(w, snapshots)
+    unhealthy(snapshots, names[1:4])
+    sick = {names[1], names[2], names[3]}
+    w.agents.health = lambda name, _version, _age: name not in sick
+    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), "Platform")
     done = w.orch.run(up.id, poll_seconds=1)
     assert done.status == "Faulted", done
     assert done.error_code == "MaxUnhealthyInstancePercentExceeded", done
+    assert all(s == "Pending" for s in states(w, up.id).values()), states(w, up.id)

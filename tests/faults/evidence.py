@@ -5,7 +5,8 @@
   Probing the guests themselves, not asking the controller or the agents,
   keeps the count honest while either of them is killed or stopped.
 - Reimages: the agents' own operation records (``<storage>/operations``),
-  which survive agent restarts: every reimage an agent ran has one, and the
+  which survive agent restarts: every reimage an agent ran has one (one it
+  cancelled before it started has one too, and does not count), and the
   controller's operation ids are one per upgrade and instance, so a second
   reimage of an instance in one upgrade would be a second record. The OS
   disk generation each agent reports tells the same from the domain.
@@ -168,7 +169,12 @@ class Delta:
 
 
 def delta(before: Snapshot, after: Snapshot) -> Delta:
-    new = [o for k, o in after.ops.items() if k not in before.ops]
+    # (an operation cancelled before it started is recorded too, and never ran)
+    new = [
+        o
+        for k, o in after.ops.items()
+        if k not in before.ops and not (o.error is not None and o.error.code == "Cancelled")
+    ]
 
     def count(kind: str) -> dict[str, int]:
         return {n: sum(1 for o in new if o.kind == kind and o.instance == n) for n in after.views}
