@@ -111,6 +111,13 @@ class Reconciler(ImageSpecs):
                     self.store.set_instance_states(name, settled)
                     settled = {}
                 done = self._wait_op(inst.host, op)
+                if done.status != "Succeeded":
+                    why = (
+                        f"{done.error.code}: {done.error.message}"
+                        if done.error
+                        else f"still {done.status}"
+                    )
+                    log.error("%s: create failed on %s: %s", inst.name, inst.host, why)
                 settled[inst.instance_id] = "Running" if done.status == "Succeeded" else "Failed"
             if settled:
                 self.store.set_instance_states(name, settled)

@@ -3,6 +3,7 @@ standing in for host agents (no guest runs here)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,10 @@ from controller.api import create_app
 from controller.catalog import Catalog
 from controller.service import Controller, Settings
 from controller.store import Store
+from hostagent import wire
 from kvmss import qemuimg
 from kvmss.clock import SystemClock
-from tests.controller.agentdouble import AgentDouble
+from tests.controller.agentdouble import AgentDouble, FakeOp
 from tests.controller.controllerenv import make_controller
 
 TOKEN = "controller-token-0123456789abcdef"
@@ -376,3 +378,32 @@ def test_blobs_answer_range_requests(env: Env) -> None:
     r = env.api.get(path, headers={"Range": "bytes=0-3"})
     assert r.status_code == 206
     assert r.content == rec.path.read_bytes()[:4] == b"QFI\xfb"
+
+
+def test_an_instance_its_agent_refuses_to_create_is_failed_and_the_reason_logged(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(A lab run killed midway leaves domains of the same names behind; the
+    next run's agents refuse them, and the reason must reach the log.)"""
+    refusal = wire.ErrorInfo(
+        code="Conflict",
+        message="a domain named web-0 exists on this host and is not a kvmss instance",
+    )
+
+    def refuse(host: str, name: str, spec: wire.InstanceSpec) -> wire.Operation:
+        op = FakeOp("create-" + name, "create", name, 0.0, lambda: None, "Failed", refusal)
+        env.agents.ops[op.id] = op
+        return env.agents._view(op)
+
+    env.agents.put_instance = refuse  # type: ignore[method-assign]
+    env.publish("1")
+    host = {"name": "h1", "url": "http://a/h1", "token": "t" * 20}
+    assert env.api.post("/v1/hosts", json=host, headers=AUTH).status_code == 201
+    with caplog.at_level(logging.ERROR, logger="controller.reconciler"):
+        r = env.api.put("/v1/scaleSets/web", json=body(capacity=1), headers=AUTH)
+        assert r.status_code == 201, r.text
+        env.ctl.wait_idle()
+    vms = env.api.get("/v1/scaleSets/web/virtualMachines", headers=AUTH).json()["value"]
+    assert [v["provisioningState"] for v in vms] == ["Failed"], vms
+    assert f"web-0: create failed on h1: Conflict: {refusal.message}" in caplog.text
+    assert "U0VDUkVULXh5eg==" not in caplog.text and "SECRET" not in caplog.text
