@@ -202,11 +202,23 @@ class Agents:
             if op.instance in host.instances:
                 self._settle(host.instances[op.instance], now)
             return 200, op.view()
+        if len(rest) == 3 and rest[0] == "operations" and rest[2] == "cancel":
+            return 200, self._cancel(host, rest[1], body or {})
         if len(rest) == 2 and rest[0] == "instances":
             return self._instance_call(host, method, rest[1], body, url.query, now)
         if len(rest) == 3 and rest[0] == "instances" and rest[2] in ACTIONS and method == "POST":
             return 202, self._action(host, rest[1], rest[2], body or {}, now)
         raise Reply(405, "MethodNotAllowed", f"{method} {url.path}")
+
+    @staticmethod
+    def _cancel(host: Host, op_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An operation not seen yet is recorded Cancelled (it never runs)."""
+        if op_id not in host.ops:
+            op = Op(op_id, str(body.get("kind")), str(body.get("instance")), time.time(), 0.0)
+            op.status, op.ended = "Failed", time.time()
+            op.error = {"code": "Cancelled", "message": "cancelled before it started"}
+            host.ops[op_id] = op
+        return host.ops[op_id].view()
 
     def _instance_call(
         self, host: Host, method: str, name: str, body: Any, query: str, now: float

@@ -69,6 +69,14 @@ def test_the_real_client_drives_a_simulated_agent_through_a_reimage(
     assert e.value.code == "NoPreviousOsDisk"
     assert [i.name for i in c.instances()] == ["web-0"]
     assert AgentClient(f"{url}/sim001", TOKEN).instances() == []
+    # a reimage cancelled before it arrives never runs
+    cancelled = c.cancel("r-late", "reimage", "web-0")
+    assert cancelled.status == "Failed" and cancelled.error is not None
+    assert cancelled.error.code == "Cancelled"
+    assert c.reimage("web-0", spec("2").image, operation_id="r-late").status == "Failed"
+    late = c.instance("web-0")
+    assert late is not None and late.current.image.version == "1"
+    assert c.cancel("r1", "reimage", "web-0").status == "Succeeded"  # a known one as it is
     assert c.delete("web-0", operation_id="d1").status == "Succeeded"
     assert c.instance("web-0") is None
 
