@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kvmss import qemuimg
+from tests.leftovers import mark_owner
 
 TEST_ROOT = Path(os.environ.get("KVMSS_TEST_ROOT", "/var/tmp/kvmss-tests"))
 
@@ -25,6 +26,7 @@ def storage_root(prefix: str = "t") -> Iterator[Path]:
     d = TEST_ROOT / f"{prefix}-{uuid.uuid4().hex[:8]}"
     d.mkdir()
     os.chmod(d, 0o755)
+    mark_owner(d)  # a killed run's leftovers are swept by the next (tests.leftovers)
     try:
         yield d
     finally:

@@ -21,6 +21,7 @@ from kvmss import imagebuild
 from kvmss.apiclient import ApiClient
 from tests.agentproc import AgentProcess, free_port
 from tests.fixtures import storage_root
+from tests.labstate import describe_lab, explained
 
 TOKEN = "controller-token-0123456789abcdef"
 
@@ -63,6 +64,11 @@ class GuestLab:
     def vms(self, scale_set: str) -> list[dict[str, Any]]:
         return list(self.call("GET", f"/v1/scaleSets/{scale_set}/virtualMachines")["value"])
 
+    def describe(self, *scale_sets: str) -> str:
+        """What the agents and the controller say of each instance of
+        ``scale_sets``, and the ends of the agents' logs."""
+        return describe_lab(self.agents, lambda: [v for n in scale_sets for v in self.vms(n)])
+
     def history(self, scale_set: str) -> list[dict[str, Any]]:
         return list(self.call("GET", f"/v1/scaleSets/{scale_set}/osUpgradeHistory")["value"])
 
@@ -103,13 +109,17 @@ class GuestLab:
         raise AssertionError("upgrade did not end")
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> None:
+def wait_until(
+    pred: Callable[[], Any], timeout: float, what: str, explain: Callable[[], str] | None = None
+) -> None:
+    """Poll ``pred`` once a second until it holds; on timeout, fail with
+    ``what`` and what ``explain`` tells of the state it was stuck in."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
         time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + explained(explain))
 
 
 @contextmanager

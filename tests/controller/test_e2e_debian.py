@@ -141,6 +141,7 @@ def test_debian_scale_set_upgrades_automatically_with_real_cloud_init(lab: Guest
         lambda: len(vms := lab.vms("deb")) == 2 and all(v["health"] == "Healthy" for v in vms),
         900,
         "2 healthy Debian instances",
+        explain=lambda: lab.describe("deb"),
     )
     before: dict[str, tuple[str, list[str]]] = {}
     for vm in lab.vms("deb"):

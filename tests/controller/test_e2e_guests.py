@@ -102,6 +102,7 @@ def test_publish_upgrades_automatically_then_a_bad_version_rolls_back(lab: Guest
         lambda: len(vms := lab.vms("web")) == 6 and all(v["health"] == "Healthy" for v in vms),
         420,
         "6 healthy instances",
+        explain=lambda: lab.describe("web"),
     )
     vms = lab.vms("web")
     assert {v["host"] for v in vms} == {"host1", "host2"}

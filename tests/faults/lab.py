@@ -33,6 +33,7 @@ from kvmss import imagebuild
 from kvmss.apiclient import ApiClient
 from tests.agentproc import REPO, AgentProcess, free_port
 from tests.fixtures import storage_root
+from tests.labstate import describe_lab, explained
 
 TOKEN = "fault-controller-token-0123456789"
 IMAGES = REPO / "build" / "images"
@@ -297,7 +298,13 @@ class FaultLab:
                 for v in views
             )
 
-        wait_until(done, timeout, f"every instance healthy on version {version or 'any'}")
+        what = f"every instance healthy on version {version or 'any'}"
+        wait_until(done, timeout, what, explain=self.describe)
+
+    def describe(self) -> str:
+        """What the agents and the controller say of each instance, and the
+        ends of their logs: the message of a lab that got stuck."""
+        return describe_lab(self.agents, self.vms, [self.ctl.log])
 
 
 def keep_logs(root: Path, dest: Path) -> None:
@@ -310,7 +317,15 @@ def keep_logs(root: Path, dest: Path) -> None:
         shutil.copyfile(p, target)
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> None:
+def wait_until(
+    pred: Callable[[], Any],
+    timeout: float,
+    what: str,
+    every: float = 1.0,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``pred`` until it holds; on timeout, fail with ``what`` and what
+    ``explain`` tells of the state it was stuck in."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -319,7 +334,7 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float 
         except (requests.RequestException, AssertionError):
             pass  # a controller or agent that is down answers nothing yet
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + explained(explain))
 
 
 @contextmanager
@@ -341,7 +356,8 @@ def fault_lab(tag: str = "faults", hosts: int = 2, capacity: int = 3) -> Iterato
                 lab.call("POST", "/v1/hosts", json=host)
             lab.publish("1")
             lab.call("PUT", f"/v1/scaleSets/{SET}", json=model(capacity))
-            wait_until(lambda: len(lab.vms()) == capacity, 60, f"{capacity} instances")
+            created = f"{capacity} instances"
+            wait_until(lambda: len(lab.vms()) == capacity, 60, created, explain=lab.describe)
             lab.wait_all_healthy(lab.version, timeout=300)
             yield lab
         finally:
@@ -352,14 +368,23 @@ def fault_lab(tag: str = "faults", hosts: int = 2, capacity: int = 3) -> Iterato
 
 
 _shared: list[FaultLab] = []
+_shared_failed: list[str] = []
 
 
 def shared_lab(request: pytest.FixtureRequest) -> FaultLab:
     """The one lab of this pytest run, made on first use and torn down when
-    the run ends (fault modules share it: guests boot once)."""
+    the run ends (fault modules share it: guests boot once). A lab that
+    failed to come up is not tried again: every later scenario fails at once
+    with the first failure's message."""
+    if _shared_failed:
+        pytest.fail(f"the shared fault lab did not come up: {_shared_failed[0]}")
     if not _shared:
         cm = fault_lab()
-        _shared.append(cm.__enter__())
+        try:
+            _shared.append(cm.__enter__())
+        except Exception as e:
+            _shared_failed.append(str(e))
+            raise
 
         def close() -> None:
             cm.__exit__(None, None, None)

@@ -30,6 +30,7 @@ from images.tiny.initramfs import DeviceNode, write_initramfs
 from images.tiny.kernel import ModuleIndex, find_kernel
 from images.tiny.manifest import Manifest, sha256_file
 from kvmss import qemuimg
+from tests.leftovers import mark_owner
 
 TEST_ROOT = Path("/var/tmp/kvmss-tests")
 GUEST = Path(tiny_build.__file__).parent / "guest"
@@ -41,6 +42,7 @@ def _scratch(prefix: str) -> Path:
     TEST_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(prefix=prefix, dir=TEST_ROOT))
     d.chmod(0o755)
+    mark_owner(d)
     return d
 
 
