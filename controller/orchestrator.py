@@ -217,8 +217,9 @@ class Orchestrator:
                 self.steps.set(up, u, u.state, "Skipped", reason="instance was removed")
                 continue
             self.steps.advance(up, policy, u, inst, spec)
-        rows = [u for u in self.store.list_upgrade_instances(up.id) if u.batch == k]
-        up = self._count(up)
+        every = self.store.list_upgrade_instances(up.id)
+        rows = [u for u in every if u.batch == k]
+        up = self._count(up, rows=every)
         if all(u.state in DONE_STATES for u in rows):
             return self._after_batch(up, policy, k)
         return up
@@ -275,23 +276,29 @@ class Orchestrator:
 
     # -- bookkeeping ---------------------------------------------------------------
 
-    def _count(self, up: UpgradeRecord, status: str = "RollingForward") -> UpgradeRecord:
-        rows = self.store.list_upgrade_instances(up.id)
+    def _count(
+        self,
+        up: UpgradeRecord,
+        status: str = "RollingForward",
+        rows: list[UpgradeInstanceRecord] | None = None,
+    ) -> UpgradeRecord:
+        """Record the upgrade's counts from its rows (read now unless given)."""
+        if rows is None:
+            rows = self.store.list_upgrade_instances(up.id)
         states = [u.state for u in rows]
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = {
+            "successful_count": states.count("Succeeded"),
+            "failed_count": sum(states.count(s) for s in FAILED_STATES),
+            "in_progress_count": sum(states.count(s) for s in ACTIVE_STATES),
+            "pending_count": states.count("Pending"),
+            "rolled_back_ok": states.count("RolledBack"),
+            "rolled_back_failed": states.count("RollbackFailed"),
+        }
         if status != "RollingForward" and "RollbackFailed" not in states:
             fields["rollback_error"] = None  # every rollback given up on was settled since
-        return self.store.update_upgrade(
-            up.id,
-            expected_status=status,
-            successful_count=states.count("Succeeded"),
-            failed_count=sum(states.count(s) for s in FAILED_STATES),
-            in_progress_count=sum(states.count(s) for s in ACTIVE_STATES),
-            pending_count=states.count("Pending"),
-            rolled_back_ok=states.count("RolledBack"),
-            rolled_back_failed=states.count("RollbackFailed"),
-            **fields,
-        )
+        if up.status == status and all(getattr(up, k) == v for k, v in fields.items()):
+            return up  # a step that changed no count writes nothing (and syncs no disk)
+        return self.store.update_upgrade(up.id, expected_status=status, **fields)
 
     def _finish(
         self, up: UpgradeRecord, status: str, code: str | None = None, message: str | None = None

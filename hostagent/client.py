@@ -132,7 +132,14 @@ class AgentClient:
         return _parse(wire.HostView, self._call("GET", "/v1/host"))
 
     def instances(self) -> list[wire.InstanceView]:
-        return _parse(wire.InstanceList, self._call("GET", "/v1/instances")).value
+        """Every instance of the host. Validated one view at a time: a host's
+        hundreds of views in one call held the GIL for tens of milliseconds,
+        and every other thread of the caller (a controller's API) waited."""
+        data = self._call("GET", "/v1/instances")
+        items = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise AgentError(0, "InvalidResponse", "the answer is not a InstanceList")
+        return [_parse(wire.InstanceView, item) for item in items]
 
     def instance(self, name: str) -> wire.InstanceView | None:
         try:

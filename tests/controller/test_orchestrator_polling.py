@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from controller.instancesteps import MAX_POLL_INTERVAL
 from controller.orchestrator import Orchestrator, Policy
@@ -220,3 +221,36 @@ def test_the_gate_stops_an_upgrade_when_agents_confirm_the_unhealthy_snapshot(
     assert done.status == "Faulted", done
     assert done.error_code == "MaxUnhealthyInstancePercentExceeded", done
     assert all(s == "Pending" for s in states(w, up.id).values()), states(w, up.id)
+
+
+def test_a_step_that_changes_nothing_writes_nothing(
+    world: tuple[World, Counting, Snapshots],
+) -> None:
+    """While an instance waits for health, a step that finds it still
+    unhealthy commits no transaction (every commit syncs the disk, and each
+    running upgrade steps every second); the step that sees it healthy does."""
+    w, counting, _ = world
+    w.agents.health = lambda _n, version, age: version == "1" or age >= 100
+    populate(w, 1)
+    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), "Platform")
+    for _ in range(60):
+        if states(w, up.id)["0"] == "WaitingHealth":
+            break
+        w.orch.step(up.id)
+        w.clock.advance(1)
+    assert states(w, up.id)["0"] == "WaitingHealth"
+    commits: list[int] = []
+    engine = w.store._engine
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    asked = len(counting.asked)
+    for _ in range(30):
+        w.orch.step(up.id)
+        w.clock.advance(1)
+    assert len(counting.asked) > asked, "the agent was asked meanwhile"
+    assert commits == []
+    w.agents.health = lambda _n, _version, _age: True
+    for _ in range(10):
+        w.orch.step(up.id)
+        w.clock.advance(1)
+    assert commits, "the commit of a healthy instance is recorded"
+    assert states(w, up.id)["0"] == "Succeeded"

@@ -21,6 +21,7 @@ TOKEN = "tok-" + "s" * 40
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, str, str, bytes]] = []
+    listing = b"{}"  # what GET /v1/instances answers
 
     def _answer(self, status: int, body: bytes, ctype: str = "application/json") -> None:
         self.send_response(status)
@@ -48,6 +49,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/v1/instances/busy"):
             err = {"error": {"code": "Conflict", "message": "busy"}}
             self._answer(409, json.dumps(err).encode())
+        elif self.path == "/v1/instances":
+            self._answer(200, Handler.listing)
         elif self.path.startswith("/v1/host"):
             self._answer(502, b"<html>bad gateway</html>", "text/html")
         else:
@@ -126,3 +129,22 @@ def test_an_agent_that_accepts_and_never_answers_times_out() -> None:
 def test_a_view_parses_into_the_wire_model(server: str) -> None:
     c = AgentClient(server, TOKEN)
     assert isinstance(c.operation("op-1"), wire.Operation)
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [{}, {"value": {"name": "web-0"}}, {"value": [{"name": "web-0"}]}, [{"value": []}]],
+    ids=["no value", "value not a list", "a view missing fields", "a list"],
+)
+def test_a_listing_that_is_no_instance_list_is_an_invalid_response(
+    server: str, listing: object
+) -> None:
+    Handler.listing = json.dumps(listing).encode()
+    with pytest.raises(AgentError) as e:
+        AgentClient(server, TOKEN).instances()
+    assert e.value.code == "InvalidResponse"
+
+
+def test_an_empty_listing_is_no_instance(server: str) -> None:
+    Handler.listing = b'{"value": []}'
+    assert AgentClient(server, TOKEN).instances() == []
