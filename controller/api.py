@@ -309,8 +309,11 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
         return {"value": known}
 
     @app.get("/v1/scaleSets/{name}/virtualMachines/{iid}", dependencies=authed)
-    def vm(name: str, iid: str) -> dict[str, Any]:
-        return ctl.instance_view(name, iid)
+    async def vm(name: str, iid: str) -> dict[str, Any]:
+        known = ctl.known_instance_view(name, iid)
+        if known is None:  # its agent must be asked: on a worker
+            known = await run_in_threadpool(ctl.instance_view, name, iid)
+        return known
 
     # -- upgrades ------------------------------------------------------------------
 

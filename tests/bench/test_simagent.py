@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 
 from bench.simagent import Agents, host_names, serving
 from controller.agents import AgentPool
+from controller.api import create_app
 from controller.catalog import Catalog
 from controller.service import Controller, Settings
 from controller.store import HostRecord, InstanceRecord, Store
 from hostagent import wire
 from hostagent.client import AgentClient, AgentError
-from kvmss.clock import SystemClock
+from kvmss.clock import Clock, FakeClock, SystemClock
 
 TOKEN = "sim-agent-token-0123456789"
 
@@ -92,11 +95,13 @@ def test_a_simulated_agent_refuses_a_wrong_token_and_an_unknown_host(
     assert r.status_code == 404 and r.json()["error"]["code"] == "NotFound"
 
 
-def test_a_controller_lists_instances_with_one_call_per_host(
-    sim: tuple[str, Agents], tmp_path: Path
-) -> None:
-    url, agents = sim
-    clock = SystemClock()
+@contextmanager
+def controller_of(
+    url: str, tmp_path: Path, clock: Clock, count: int = 20
+) -> Iterator[tuple[Controller, list[InstanceRecord]]]:
+    """A real controller (store, :class:`AgentPool`) whose scale set ``web``
+    has ``count`` instances on the simulated agents of two hosts, the
+    watcher's period a minute (it refreshes nothing during a test)."""
     store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
     holder: list[Controller] = []
 
@@ -119,16 +124,54 @@ def test_a_controller_lists_instances_with_one_call_per_host(
             store.add_host(HostRecord(h, f"{url}/{h}", TOKEN, time.time()))
         recs = [
             InstanceRecord("web", str(i), f"web-{i}", hosts[i % 2], i % 5, i % 2, "1", "Running")
-            for i in range(20)
+            for i in range(count)
         ]
         store.add_instances(recs)
         for r in recs:
             AgentClient(f"{url}/{r.host}", TOKEN).put_instance(r.name, spec("1"))
-        calls = agents.calls
-        views = ctl.views.many([(r.host, r.name) for r in recs])
-        assert len(views) == 20 and all(v is not None for v in views)
-        assert agents.calls - calls <= len(hosts) * 2  # the listing, and the watcher's round
-        assert ctl.views.known([(r.host, r.name) for r in recs]) is not None
+        yield ctl, recs
     finally:
         ctl.close()
         store.close()
+
+
+def test_a_controller_lists_instances_with_one_call_per_host(
+    sim: tuple[str, Agents], tmp_path: Path
+) -> None:
+    url, agents = sim
+    with controller_of(url, tmp_path, SystemClock()) as (ctl, recs):
+        calls = agents.calls
+        views = ctl.views.many([(r.host, r.name) for r in recs])
+        assert len(views) == 20 and all(v is not None for v in views)
+        assert agents.calls - calls <= 2 * 2  # the listing, and the watcher's round
+        assert ctl.views.known([(r.host, r.name) for r in recs]) is not None
+
+
+def test_one_instance_shows_a_snapshot_as_fresh_as_a_listing_else_asks_its_agent(
+    sim: tuple[str, Agents], tmp_path: Path
+) -> None:
+    url, agents = sim
+    clock = FakeClock()
+    with controller_of(url, tmp_path, clock, count=2) as (ctl, recs):
+        api = TestClient(create_app(ctl, TOKEN, tmp_path / "staging"))
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        r = recs[1]
+        agent = AgentClient(f"{url}/{r.host}", TOKEN)
+
+        def shown() -> tuple[str, int]:
+            before = agents.calls
+            got = api.get("/v1/scaleSets/web/virtualMachines/1", headers=auth)
+            assert got.status_code == 200, got.text
+            assert got.json()["name"] == r.name
+            return got.json()["imageVersion"], agents.calls - before
+
+        ctl.views.many([(i.host, i.name) for i in recs])  # a listing's snapshot
+        assert shown() == ("1", 0)
+        agent.wait(agent.reimage(r.name, spec("2").image, operation_id="r2"), timeout=10, poll=0.05)
+        clock.advance(59)
+        assert shown() == ("1", 0)  # the snapshot, 59 s old: no agent call
+        clock.advance(2)
+        assert shown() == ("2", 1)  # 61 s old, past refresh_seconds: asked, and recorded
+        assert shown() == ("2", 0)
+        gone = api.get("/v1/scaleSets/web/virtualMachines/7", headers=auth)
+        assert gone.status_code == 404 and "'7'" in gone.json()["error"]["message"]
