@@ -11,8 +11,8 @@ registry does not know is listed last, marked so.
 
 from __future__ import annotations
 
+import argparse
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -128,8 +128,13 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    doc = Path(args[0]) if args else DOC
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.faults.report",
+        description="Regenerate the reliability document from the fault scenarios' records"
+        " (build/reliability/*.json), keeping the rows of scenarios with no record.",
+    )
+    ap.add_argument("doc", nargs="?", type=Path, default=DOC, help=f"(default {DOC})")
+    doc: Path = ap.parse_args(argv).doc
     existing = rows_in(doc.read_text()) if doc.exists() else {}
     records = load_all()
     doc.parent.mkdir(parents=True, exist_ok=True)

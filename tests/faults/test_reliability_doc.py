@@ -59,3 +59,14 @@ def test_report_renders_records_and_keeps_other_rows(
     assert rows["stray"].startswith("| `stray` (not registered) |")
     assert "never" not in rows and "Not measured yet: `never`." in text
     assert "- `a-fresh-one`: measured now" in text
+
+
+def test_the_report_tool_refuses_an_option_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        report.main(["--bogus"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
