@@ -310,9 +310,10 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
 
     @app.get("/v1/scaleSets/{name}/virtualMachines/{iid}", dependencies=authed)
     async def vm(name: str, iid: str) -> dict[str, Any]:
-        known = ctl.known_instance_view(name, iid)
+        inst = ctl.instance_record(name, iid)
+        known = ctl.known_instance_view(inst)
         if known is None:  # its agent must be asked: on a worker
-            known = await run_in_threadpool(ctl.instance_view, name, iid)
+            known = await run_in_threadpool(ctl.instance_view, inst)
         return known
 
     # -- upgrades ------------------------------------------------------------------

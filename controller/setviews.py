@@ -32,20 +32,8 @@ class SetViews(ControllerBase):
             return None
         return [self._instance_view(i, s) for i, s in zip(insts, seen, strict=True)]
 
-    def instance_view(self, name: str, instance_id: str) -> dict[str, Any]:
-        """One instance, with what its agent says now."""
-        inst = self._instance(name, instance_id)
-        return self._instance_view(inst, listing(self.views.one(inst.host, inst.name)))
-
-    def known_instance_view(self, name: str, instance_id: str) -> dict[str, Any] | None:
-        """:meth:`instance_view` from its host's snapshot if that is at most
-        ``refresh_seconds`` old (what a listing would show); None when the
-        agent must be asked."""
-        inst = self._instance(name, instance_id)
-        known, seen = self.views.recent_listed(inst.host, inst.name, self.views.refresh_seconds)
-        return self._instance_view(inst, seen) if known else None
-
-    def _instance(self, name: str, instance_id: str) -> InstanceRecord:
+    def instance_record(self, name: str, instance_id: str) -> InstanceRecord:
+        """The stored instance, or a 404 naming it."""
         self._must_exist(name)
         inst = self.store.get_instance(name, instance_id) if instance_id.isdigit() else None
         if inst is None:
@@ -53,6 +41,17 @@ class SetViews(ControllerBase):
                 404, "NotFound", f"instance {instance_id[:80]!r} of {name[:80]!r} does not exist"
             )
         return inst
+
+    def instance_view(self, inst: InstanceRecord) -> dict[str, Any]:
+        """One instance, with what its agent says now."""
+        return self._instance_view(inst, listing(self.views.one(inst.host, inst.name)))
+
+    def known_instance_view(self, inst: InstanceRecord) -> dict[str, Any] | None:
+        """:meth:`instance_view` from its host's snapshot if that is at most
+        ``refresh_seconds`` old (what a listing would show); None when the
+        agent must be asked."""
+        known, seen = self.views.recent_listed(inst.host, inst.name, self.views.refresh_seconds)
+        return self._instance_view(inst, seen) if known else None
 
     def _instance_view(self, inst: InstanceRecord, v: SeenListed) -> dict[str, Any]:
         out: dict[str, Any] = {
