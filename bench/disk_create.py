@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from kvmss import qemuimg
+from kvmss.base import qemuimg
 
 GiB = 1 << 30
 CHUNK = 16 << 20

@@ -1,9 +1,9 @@
 """Load benchmark: many concurrent API clients against a real controller.
 
-Starts a real controller (``python -m controller.server``: uvicorn, a real
+Starts a real controller (``python -m controller.service.server``: uvicorn, a real
 SQLite store file, the real catalog) and, in another process, simulated host
 agents speaking the real agent HTTP contract (:mod:`bench.simagent`), so the
-controller reaches them through :class:`hostagent.client.AgentClient`. Fills
+controller reaches them through :class:`hostagent.contract.client.AgentClient`. Fills
 it the way a user would, through the API: publishes image version 1 (a real
 qcow2), registers the hosts, creates the scale sets with their capacity and
 waits for every instance to be Running, runs one rolling upgrade per set
@@ -53,7 +53,7 @@ from bench import loadreport  # noqa: E402
 from bench.loadclients import Shape, Target, run_clients  # noqa: E402
 from bench.loadmix import MIX, parse_weights, scale_set_name  # noqa: E402
 from bench.simagent import host_names  # noqa: E402
-from kvmss import qemuimg  # noqa: E402
+from kvmss.base import qemuimg  # noqa: E402
 
 IMAGE = ("bench", "load", "1")
 READY_TIMEOUT_SECONDS = 900.0
@@ -125,7 +125,7 @@ class Processes:
         (self.work / "controller.yaml").write_text(yaml.safe_dump(config))
         self.controller = self._spawn(
             "controller",
-            ["-m", "controller.server", "--config", str(self.work / "controller.yaml")],
+            ["-m", "controller.service.server", "--config", str(self.work / "controller.yaml")],
         )
 
         def up() -> bool:

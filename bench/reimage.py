@@ -26,10 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hostagent import bridge, wire  # noqa: E402
-from hostagent.config import AgentConfig  # noqa: E402
-from hostagent.server import AgentServer  # noqa: E402
-from hostagent.service import Agent  # noqa: E402
+from hostagent.contract import wire  # noqa: E402
+from hostagent.daemon.config import AgentConfig  # noqa: E402
+from hostagent.daemon.server import AgentServer  # noqa: E402
+from hostagent.daemon.service import Agent  # noqa: E402
+from hostagent.network import bridge  # noqa: E402
 from images.tiny.build import build  # noqa: E402
 from tests.agentproc import free_port, tiny_image_spec  # noqa: E402
 from tests.fixtures import FileServer, storage_root  # noqa: E402

@@ -1,7 +1,7 @@
 """Simulated host agents for the load benchmark: many "hosts" in one process,
 each speaking the real agent HTTP contract (DESIGN.md "Host agent API",
-:mod:`hostagent.wire`) under its own URL prefix, so the controller reaches
-them through :class:`hostagent.client.AgentClient` exactly as it reaches real
+:mod:`hostagent.contract.wire`) under its own URL prefix, so the controller reaches
+them through :class:`hostagent.contract.client.AgentClient` exactly as it reaches real
 agents. No libvirt, no disks: an instance is a few fields, so 10,000 of them
 cost nothing to create, and the benchmark measures the controller.
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from hostagent import wire
-from hostagent.client import AgentClient, AgentError
+from hostagent.contract import wire
+from hostagent.contract.client import AgentClient, AgentError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,14 @@ class AgentProcess:
     def start(self, env: dict[str, str] | None = None) -> None:
         with self.log.open("ab") as logf:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hostagent.cli", "serve", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "hostagent.daemon.cli",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                ],
                 cwd=REPO,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -99,7 +106,7 @@ class AgentProcess:
         self.stop()
         import libvirt
 
-        from hostagent import bridge
+        from hostagent.network import bridge
 
         conn = libvirt.open("qemu:///system")
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import paramiko
 
-from hostagent import wire
+from hostagent.contract import wire
 from images.debian import build as debian_build
 from tests.agentproc import REPO
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kvmss import qemuimg
+from kvmss.base import qemuimg
 from tests.leftovers import mark_owner
 
 TEST_ROOT = Path(os.environ.get("KVMSS_TEST_ROOT", "/var/tmp/kvmss-tests"))

@@ -15,10 +15,10 @@ from typing import Any
 import requests
 import uvicorn
 
-from controller.server import ControllerConfig, build
-from controller.service import Controller
-from kvmss import imagebuild
-from kvmss.apiclient import ApiClient
+from controller.service.controller import Controller
+from controller.service.server import ControllerConfig, build
+from kvmss.client import imagebuild
+from kvmss.client.api import ApiClient
 from tests.agentproc import AgentProcess, free_port
 from tests.fixtures import storage_root
 from tests.labstate import describe_lab, explained

@@ -120,7 +120,7 @@ def remove_domains(d: Path) -> list[str]:
 
 def remove_bridges(d: Path) -> list[str]:
     """The bridges (and isolation tables) of the agents configured in ``d``."""
-    from hostagent import bridge
+    from hostagent.network import bridge
 
     out = []
     for config in d.rglob("agent.yaml"):

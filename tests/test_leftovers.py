@@ -17,7 +17,7 @@ import libvirt
 import pytest
 import yaml
 
-from hostagent.bridge import bridge_exists, delete_bridge, ensure_bridge
+from hostagent.network.bridge import bridge_exists, delete_bridge, ensure_bridge
 from tests import leftovers
 from tests.fixtures import storage_root
 

@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from kvmss.cli import main
+from kvmss.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

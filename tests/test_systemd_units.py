@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.server import ControllerConfig
-from hostagent.config import AgentConfig
+from controller.service.server import ControllerConfig
+from hostagent.daemon.config import AgentConfig
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "systemd"

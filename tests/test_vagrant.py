@@ -28,8 +28,8 @@ import pytest
 import requests
 import uvicorn
 
-from controller.server import ControllerConfig, build
-from hostagent.config import AgentConfig
+from controller.service.server import ControllerConfig, build
+from hostagent.daemon.config import AgentConfig
 from tests.agentproc import REPO, AgentProcess, free_port
 from tests.fixtures import storage_root
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from kvmss import atomicfile
-from kvmss.configfile import ConfigError
+from kvmss.base import atomicfile
+from kvmss.base.configfile import ConfigError
 
 HEADER = "# Written by vagrant/labconfig.py when the lab VM was provisioned.\n"
 
@@ -57,13 +57,13 @@ def check(kind: str, settings: dict[str, Any]) -> None:
     # Imported here: the controller's brings in its web stack, which an agent host
     # does not need to load to check its own file.
     if kind == "controller":
-        from controller.server import ControllerConfig
+        from controller.service.server import ControllerConfig
 
         cfg = ControllerConfig.from_dict(settings)
         if cfg.host in ("0.0.0.0", "::", ""):
             raise ConfigError("listen: give the lab network's address, not a wildcard")
     else:
-        from hostagent.config import AgentConfig
+        from hostagent.daemon.config import AgentConfig
 
         agent = AgentConfig.from_dict(settings)
         # The management API must not be reachable from the guests' bridge.

@@ -13,7 +13,7 @@ source "${KVMSS_SOURCE:-/vagrant}/vagrant/provision-common.sh"
 (($# == 4)) || fail "usage: provision-host.sh NAME ADDRESS:PORT SUBNET TOKEN_UPLOAD"
 name=$1 listen=$2 subnet=$3 upload=$4
 
-# qemu-img (kvmss/qemuimg.py) makes the OS disks; the build dependencies of the venv come
+# qemu-img (kvmss/base/qemuimg.py) makes the OS disks; the build dependencies of the venv come
 # with scripts/install-kvmss.sh.
 apt_install libvirt-daemon-system qemu-system-x86 qemu-utils
 systemctl enable --now --quiet libvirtd

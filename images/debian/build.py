@@ -44,7 +44,7 @@ from images.tiny.manifest import (
     recipe_digest,
     reusable,
 )
-from kvmss import qemuimg
+from kvmss.base import qemuimg
 
 NAME = "debian"
 DISK_FILE = "disk.qcow2"

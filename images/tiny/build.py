@@ -33,7 +33,7 @@ from images.tiny.manifest import (
     recipe_digest,
     reusable,
 )
-from kvmss import qemuimg
+from kvmss.base import qemuimg
 
 NAME = "tiny"
 DISK_FILE = "disk.qcow2"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from images.tiny.host import BuildError
-from kvmss import atomicfile
+from kvmss.base import atomicfile
 
 MANIFEST = "manifest.json"
 BOOT_MODES = ("kernel", "firmware")

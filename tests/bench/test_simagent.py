@@ -1,6 +1,6 @@
 """The load benchmark's simulated agents speak the agent contract: the real
-client (:class:`hostagent.client.AgentClient`, which validates every answer
-against :mod:`hostagent.wire`) drives them, and a real controller listing
+client (:class:`hostagent.contract.client.AgentClient`, which validates every answer
+against :mod:`hostagent.contract.wire`) drives them, and a real controller listing
 their instances asks each host once, not each instance."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import requests
 from fastapi.testclient import TestClient
 
 from bench.simagent import Agents, host_names, serving
-from controller.agents import AgentPool
-from controller.api import create_app
-from controller.catalog import Catalog
-from controller.service import Controller, Settings
-from controller.store import HostRecord, InstanceRecord, Store
-from hostagent import wire
-from hostagent.client import AgentClient, AgentError
-from kvmss.clock import Clock, FakeClock, SystemClock
+from controller.api.app import create_app
+from controller.fleet.agents import AgentPool
+from controller.images.catalog import Catalog
+from controller.service.controller import Controller, Settings
+from controller.store.facade import HostRecord, InstanceRecord, Store
+from hostagent.contract import wire
+from hostagent.contract.client import AgentClient, AgentError
+from kvmss.base.clock import Clock, FakeClock, SystemClock
 
 TOKEN = "sim-agent-token-0123456789"
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from hostagent import wire
-from hostagent.client import AgentError, AgentUnreachable
-from kvmss.clock import Clock, iso8601
+from hostagent.contract import wire
+from hostagent.contract.client import AgentError, AgentUnreachable
+from kvmss.base.clock import Clock, iso8601
 
 HealthFn = Callable[[str, str, float], bool]  # (instance name, version, seconds since boot)
 

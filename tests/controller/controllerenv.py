@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.catalog import Catalog
-from controller.service import Controller, Settings
-from controller.store import Store
-from hostagent import wire
-from kvmss.clock import SystemClock
+from controller.images.catalog import Catalog
+from controller.service.controller import Controller, Settings
+from controller.store.facade import Store
+from hostagent.contract import wire
+from kvmss.base.clock import SystemClock
 from tests.controller.agentdouble import AgentDouble
 
 

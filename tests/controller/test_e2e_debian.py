@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from hostagent import wire
+from hostagent.contract import wire
 from tests.debianimage import debian_image
 from tests.guestlab import GuestLab, guest_lab, wait_until
 

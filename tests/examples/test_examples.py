@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.model import ScaleSetModel, parse_scale_set
+from controller.model.scaleset import ScaleSetModel, parse_scale_set
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMES = ["demo", "tcp-probe", "sequenced-extensions", "manual-mode"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import requests
 
-from hostagent import wire
+from hostagent.contract import wire
 from tests.agentproc import AgentProcess
 
 CHUNK = 1 << 20

@@ -22,13 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller import planner
+from controller.upgrade import planner
 from tests.faults import evidence
 from tests.faults.lab import FaultLab, wait_until
 from tests.faults.record import record
 
 # How stale the controller's listing may be after a scenario settled: its
-# watcher refreshes every 5 s (controller/instanceviews.py).
+# watcher refreshes every 5 s (controller/views/instances.py).
 LISTING_LAG_LIMIT = 30.0
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import requests
 
-from hostagent import wire
-from hostagent.client import AgentClient, AgentError
-from kvmss import qemuimg
+from hostagent.contract import wire
+from hostagent.contract.client import AgentClient, AgentError
+from kvmss.base import qemuimg
 from tests.guestlab import TOKEN, GuestLab, guest_lab, wait_until
 
 MiB = 1 << 20

@@ -53,10 +53,10 @@ of each instance and when it was measured); do not edit it by hand.
 What the scenarios rely on:
 
 - **Controller crash points**: `KVMSS_CONTROLLER_CRASH_AT=<step>[:<n>]`
-  (`controller/faults.py`) SIGKILLs the controller the n-th time it reaches
+  (`controller/upgrade/faults.py`) SIGKILLs the controller the n-th time it reaches
   `reimage-decided`, `reimaged`, `health-wait`, `rollback-decided` or
   `committed`; agents have theirs (`KVMSS_AGENT_CRASH_AFTER`,
-  `hostagent/faults.py`).
+  `hostagent/lifecycle/faults.py`).
 - **A host that stops answering** (agent down or hung) is retried on every
   step, but not forever: a reimage it does not confirm within the health
   timeout counts as failed and is rolled back; a rollback it does not confirm

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from controller.store import Store, UpgradeInstanceRecord
+from controller.store.facade import Store, UpgradeInstanceRecord
 from tests.faults import evidence
 from tests.faults.flow import check_and_record, observed, settled
 from tests.faults.lab import HEALTH_TIMEOUT, SHORT_TIMEOUT, FaultLab, shared_lab

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from hostagent import wire
-from hostagent.addresses import Subnet
-from hostagent.generations import GenerationBuilder, Network
-from hostagent.guesttokens import GuestTokens
-from hostagent.imagecache import ImageCache, ImageRejected
-from hostagent.layout import Layout
-from hostagent.operations import OperationFailed, Operations
-from hostagent.reports import ReportStore
-from kvmss.clock import SystemClock
+from hostagent.contract import wire
+from hostagent.disks.imagecache import ImageCache, ImageRejected
+from hostagent.disks.layout import Layout
+from hostagent.guest.reports import ReportStore
+from hostagent.guest.tokens import GuestTokens
+from hostagent.lifecycle.generations import GenerationBuilder, Network
+from hostagent.lifecycle.operations import OperationFailed, Operations
+from hostagent.network.addresses import Subnet
+from kvmss.base.clock import SystemClock
 from tests.faults.guestfaults import MiB, filled
 from tests.fixtures import FileServer, make_qcow2, sha256_file, storage_root
 

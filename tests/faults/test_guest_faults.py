@@ -34,11 +34,11 @@ from typing import Any
 
 import pytest
 
-from hostagent import wire
-from hostagent.client import AgentError
+from hostagent.contract import wire
+from hostagent.contract.client import AgentError
 from images.tiny.build import build as build_image
-from kvmss import imagebuild
-from kvmss.apiclient import ApiClient, ApiError
+from kvmss.client import imagebuild
+from kvmss.client.api import ApiClient, ApiError
 from tests.agentproc import REPO
 from tests.faults.guestfaults import (
     DataDiskSnapshot,

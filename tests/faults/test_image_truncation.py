@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.catalog import Catalog, CatalogError
-from controller.store import Store
-from kvmss import qemuimg
-from kvmss.clock import FakeClock
+from controller.images.catalog import Catalog, CatalogError
+from controller.store.facade import Store
+from kvmss.base import qemuimg
+from kvmss.base.clock import FakeClock
 
 MiB = 1 << 20
 

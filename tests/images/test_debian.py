@@ -2,7 +2,7 @@
 building the image: the recipe (its cloud-init configuration against the
 real cloud-init's schema, mirrors, the cache key), the version stamp on a
 hard-linked copy, the cache's reuse and pruning, and building (the tiny
-image) and publishing through kvmss.imagebuild to a real controller. Real
+image) and publishing through kvmss.client.imagebuild to a real controller. Real
 Debian builds and boots are in test_debian_guests.py.
 """
 
@@ -21,15 +21,15 @@ import uvicorn
 import yaml
 from click.testing import CliRunner
 
-from controller.server import ControllerConfig
-from controller.server import build as build_controller
+from controller.service.server import ControllerConfig
+from controller.service.server import build as build_controller
 from images.debian import build as debian_build
 from images.debian import disk, recipe, rootfs
 from images.tiny.host import BuildError
 from images.tiny.manifest import Manifest
-from kvmss import imagebuild
-from kvmss.apiclient import ApiClient
-from kvmss.cli import main as cli_main
+from kvmss.cli.main import main as cli_main
+from kvmss.client import imagebuild
+from kvmss.client.api import ApiClient
 from tests import debianimage
 from tests.agentproc import free_port
 from tests.fixtures import make_qcow2

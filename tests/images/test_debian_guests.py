@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from hostagent import wire
-from hostagent.client import AgentClient
+from hostagent.contract import wire
+from hostagent.contract.client import AgentClient
 from images.debian import build as debian_build
 from images.debian import recipe, rootfs
 from images.tiny.manifest import Manifest, sha256_file
-from kvmss import qemuimg
+from kvmss.base import qemuimg
 from tests import debianimage
 from tests.agentproc import AgentProcess
 from tests.fixtures import FileServer, storage_root

@@ -23,7 +23,7 @@ from images.tiny.host import BuildError
 from images.tiny.initramfs import DeviceNode, write_initramfs
 from images.tiny.kernel import ModuleIndex, find_kernel
 from images.tiny.manifest import Manifest, sha256_file
-from kvmss import qemuimg
+from kvmss.base import qemuimg
 from tests.leftovers import mark_owner
 
 TEST_ROOT = Path("/var/tmp/kvmss-tests")

@@ -23,7 +23,7 @@ import yaml
 
 from images.tiny import build as tiny_build
 from images.tiny.manifest import Manifest
-from kvmss import qemuimg
+from kvmss.base import qemuimg
 from tests.images.test_tiny import _scratch
 
 # --- booted guests ---------------------------------------------------------

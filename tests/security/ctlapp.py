@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
-from controller.service import Controller
-from kvmss import qemuimg
-from kvmss.clock import SystemClock
+from controller.api.app import create_app
+from controller.service.controller import Controller
+from kvmss.base import qemuimg
+from kvmss.base.clock import SystemClock
 from tests.controller.agentdouble import AgentDouble
 from tests.controller.controllerenv import make_controller
 from tests.security.routes import files_under, sqlite_dump

@@ -18,7 +18,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from hostagent import bridge
+from hostagent.network import bridge
 
 
 @dataclass(frozen=True)

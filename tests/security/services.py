@@ -19,10 +19,10 @@ import requests
 import uvicorn
 import yaml
 
-from controller.server import ControllerConfig, build
-from controller.service import Controller
-from hostagent.client import AgentClient, AgentError
-from hostagent.guesttokens import GuestTokens
+from controller.service.controller import Controller
+from controller.service.server import ControllerConfig, build
+from hostagent.contract.client import AgentClient, AgentError
+from hostagent.guest.tokens import GuestTokens
 from tests.agentproc import REPO, free_port
 
 
@@ -76,7 +76,7 @@ def served_controller(
         ctl.store.close()
 
 
-AGENT_COMMAND = (sys.executable, "-m", "hostagent.cli", "serve", "--log-level", "debug")
+AGENT_COMMAND = (sys.executable, "-m", "hostagent.daemon.cli", "serve", "--log-level", "debug")
 
 
 class AgentServe:
@@ -111,7 +111,7 @@ class AgentServe:
                 [
                     sys.executable,
                     "-m",
-                    "hostagent.cli",
+                    "hostagent.daemon.cli",
                     "serve",
                     "--log-level",
                     "debug",

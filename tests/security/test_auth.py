@@ -18,8 +18,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from hostagent.api import create_app as create_agent_app
-from hostagent.guestapi import create_guest_app
+from hostagent.daemon.api import create_app as create_agent_app
+from hostagent.daemon.guestapi import create_guest_app
 from tests.fixtures import storage_root
 from tests.security.agentenv import AGENT_AUTH, AGENT_TOKEN, AgentEnv, agent_env
 from tests.security.ctlapp import (

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from hostagent import bridge, guestfirewall, wire
+from hostagent.contract import wire
+from hostagent.network import bridge, firewall
 from images.tiny.build import build
 from tests.agentproc import REPO, tiny_image_spec
 from tests.fixtures import FileServer, storage_root
@@ -155,10 +156,10 @@ def test_a_guest_reaches_only_its_agents_report_port(lab: Lab) -> None:
     assert allowed in isolated, isolated
     assert answered(isolated.pop(allowed)), "the report port answers (the tools work)"
     assert not isolated, f"the guest got answers from {isolated}"
-    assert guestfirewall.listing(bridge_name) is not None
+    assert firewall.listing(bridge_name) is not None
 
     # control: without the table the same probes reach both services
-    guestfirewall.remove(bridge_name)
+    firewall.remove(bridge_name)
     op = lab.agent.client.reimage("iso-0", lab.image, None)
     opened, ended = probe_results(lab, "iso-0", op)
     assert ended == len(probed), (ended, probed)

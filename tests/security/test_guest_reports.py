@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from hostagent.server import AgentServer
+from hostagent.daemon.server import AgentServer
 from tests.agentproc import free_port
 from tests.fixtures import storage_root
 from tests.security.agentenv import AGENT_AUTH, AgentEnv, agent_env

@@ -1,4 +1,4 @@
-"""Guest isolation (hostagent/guestfirewall.py), without booting a guest.
+"""Guest isolation (hostagent/network/firewall.py), without booting a guest.
 
 The agent installs one nftables table per bridge at every start, exactly the
 expected ruleset, never twice, repaired when tampered with, removed when
@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 import requests
 
-from hostagent import bridge, guestfirewall
-from hostagent.config import AgentConfig
-from hostagent.server import AgentServer
-from hostagent.service import Agent
+from hostagent.daemon.config import AgentConfig
+from hostagent.daemon.server import AgentServer
+from hostagent.daemon.service import Agent
+from hostagent.network import bridge
+from hostagent.network import firewall as guestfirewall
 from tests.agentproc import free_port
 from tests.fixtures import storage_root
 from tests.security.hostnet import HostBridge, host_ipv4_addresses, netns_guest, random_subnet

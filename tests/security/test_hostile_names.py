@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from kvmss import qemuimg
-from kvmss.clock import SystemClock
+from kvmss.base import qemuimg
+from kvmss.base.clock import SystemClock
 from tests.fixtures import storage_root
 from tests.security.agentenv import AGENT_AUTH, AgentEnv, agent_env
 from tests.security.ctlapp import CONTROLLER_AUTH, CONTROLLER_VALUES, ControllerEnv, controller_env
@@ -125,7 +125,7 @@ def test_controller_error_messages_do_not_echo_long_names(controller: Controller
 
 
 def test_agent_path_parameters(agent: AgentEnv) -> None:
-    from hostagent.api import create_app
+    from hostagent.daemon.api import create_app
 
     app = create_app(agent.agent)
     root = (agent.root).parents[DEPTH]

@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 import requests
 
-from hostagent.client import AgentClient
-from kvmss.apiclient import ApiClient, path_of
+from hostagent.contract.client import AgentClient
+from kvmss.client.api import ApiClient, path_of
 from tests.fixtures import make_qcow2, storage_root
 from tests.security.hostnet import HostBridge, host_bridge, post_from
 from tests.security.routes import sqlite_dump

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hostagent import seed
+from hostagent.guest import seed
 from tests.fixtures import storage_root
 from tests.security.agentenv import AgentEnv, agent_env
 

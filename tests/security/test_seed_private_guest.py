@@ -18,7 +18,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.hostagent.test_guests import Lab, healthy, lab, run, spec, wait_view
+from tests.hostagent.lifecycle.test_guests import Lab, healthy, lab, run, spec, wait_view
 
 pytestmark = pytest.mark.guest
 

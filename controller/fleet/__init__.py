@@ -1,0 +1,3 @@
+"""The hosts and what runs on them: the agents' port, placement, the specs
+sent to agents.
+"""

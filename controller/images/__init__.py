@@ -1,0 +1,2 @@
+"""The image catalog: published base images and their blobs.
+"""

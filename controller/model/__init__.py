@@ -1,0 +1,2 @@
+"""The scale set model: the body of PUT /v1/scaleSets/{name}, validated.
+"""

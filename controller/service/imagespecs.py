@@ -1,0 +1,56 @@
+"""What the controller hands agents of an image: its published record resolved
+from a reference, as a spec with signed download URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from controller.images.catalog import CatalogError
+from controller.model.scaleset import ScaleSetModel
+from controller.service.base import ControllerBase, ControllerError
+from controller.store.facade import ImageRecord
+from hostagent.contract import wire
+
+
+class ImageSpecs(ControllerBase):
+    """Images resolved from references, and the specs agents download them by."""
+
+    def blob_signature(self, sha256: str) -> str:
+        return hmac.new(self.settings.blob_secret, sha256.encode(), hashlib.sha256).hexdigest()
+
+    def image_spec(self, rec: ImageRecord) -> wire.ImageSpec:
+        base = (
+            f"{self.settings.public_url.rstrip('/')}/v1/images/"
+            f"{rec.publisher}/{rec.offer}/{rec.sku}/{rec.version}"
+        )
+
+        def art(part: str, sha: str | None) -> wire.Artifact | None:
+            if sha is None:
+                return None
+            return wire.Artifact(url=f"{base}/{part}?sig={self.blob_signature(sha)}", sha256=sha)
+
+        return wire.ImageSpec(
+            reference=wire.ImageReference(
+                publisher=rec.publisher, offer=rec.offer, sku=rec.sku, version=rec.version
+            ),
+            url=f"{base}/blob?sig={self.blob_signature(rec.sha256)}",
+            sha256=rec.sha256,
+            kernel=art("kernel", rec.kernel_sha256),
+            initrd=art("initrd", rec.initrd_sha256),
+            cmdline=rec.cmdline,
+        )
+
+    def resolve(self, ref: wire.ImageReference) -> ImageRecord:
+        try:
+            return self.catalog.resolve(ref.publisher, ref.offer, ref.sku, ref.version)
+        except CatalogError as e:
+            raise ControllerError(e.status, e.code, e.message) from None
+
+    def latest_image(self, model: ScaleSetModel) -> ImageRecord:
+        ref = model.image_reference
+        return self.resolve(
+            wire.ImageReference(
+                publisher=ref.publisher, offer=ref.offer, sku=ref.sku, version="latest"
+            )
+        )

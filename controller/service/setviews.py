@@ -1,0 +1,107 @@
+"""What the API shows of a scale set's instances (instance views) and of its
+upgrades (the latest one's status, the history)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.service.base import ControllerBase, ControllerError
+from controller.store.facade import InstanceRecord
+from controller.upgrade import status
+from controller.views.instances import SeenListed, listing
+from hostagent.contract.client import AgentError
+
+
+class SetViews(ControllerBase):
+    """Instance views and upgrade status as the API shows them."""
+
+    def instance_views(self, name: str) -> list[dict[str, Any]]:
+        """Every instance with what its agent reported at most a few seconds
+        ago (see :mod:`controller.views.instances`)."""
+        self._must_exist(name)
+        insts = self.store.list_instances(name)
+        seen = self.views.many([(i.host, i.name) for i in insts])
+        return [self._instance_view(i, s) for i, s in zip(insts, seen, strict=True)]
+
+    def known_instance_views(self, name: str) -> list[dict[str, Any]] | None:
+        """:meth:`instance_views` if no agent needs asking for it, else None."""
+        self._must_exist(name)
+        insts = self.store.list_instances(name)
+        seen = self.views.known([(i.host, i.name) for i in insts])
+        if seen is None:
+            return None
+        return [self._instance_view(i, s) for i, s in zip(insts, seen, strict=True)]
+
+    def instance_record(self, name: str, instance_id: str) -> InstanceRecord:
+        """The stored instance, or a 404 naming it."""
+        self._must_exist(name)
+        inst = self.store.get_instance(name, instance_id) if instance_id.isdigit() else None
+        if inst is None:
+            raise ControllerError(
+                404, "NotFound", f"instance {instance_id[:80]!r} of {name[:80]!r} does not exist"
+            )
+        return inst
+
+    def instance_view(self, inst: InstanceRecord) -> dict[str, Any]:
+        """One instance, with what its agent says now."""
+        return self._instance_view(inst, listing(self.views.one(inst.host, inst.name)))
+
+    def known_instance_view(self, inst: InstanceRecord) -> dict[str, Any] | None:
+        """:meth:`instance_view` from its host's snapshot if that is at most
+        ``refresh_seconds`` old (what a listing would show); None when the
+        agent must be asked."""
+        known, seen = self.views.recent_listed(inst.host, inst.name, self.views.refresh_seconds)
+        return self._instance_view(inst, seen) if known else None
+
+    def _instance_view(self, inst: InstanceRecord, v: SeenListed) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "instanceId": inst.instance_id,
+            "name": inst.name,
+            "host": inst.host,
+            "updateDomain": inst.update_domain,
+            "faultDomain": inst.fault_domain,
+            "imageVersion": inst.image_version,
+            "provisioningState": inst.state,
+            "powerState": "unknown",
+            "health": "Unknown",
+            "healthReasons": [],
+            "extensions": [],
+        }
+        if isinstance(v, AgentError):
+            out["healthReasons"] = [f"host agent: {v.code}"]
+            return out
+        if v is None:
+            out["healthReasons"] = ["not found on its host"]
+            return out
+        out.update(
+            imageVersion=v.image_version,
+            powerState=v.power_state,
+            health=v.health,
+            healthReasons=list(v.reasons),
+            address=v.address,
+            extensions=[
+                {"name": name, "status": status, "exitCode": code}
+                for name, status, code in v.extensions
+            ],
+        )
+        return out
+
+    def latest_status(self, name: str) -> dict[str, Any]:
+        model = self.model(name)
+        ups = self.store.history(name, self.clock.now(), limit=1)
+        if not ups:
+            raise ControllerError(
+                404, "NotFound", f"scale set {name[:80]!r} has had no rolling upgrade"
+            )
+        up = ups[0]
+        return status.latest(
+            up,
+            self.store.list_upgrade_instances(up.id),
+            self.store.decisions(up.id),
+            model.location,
+        )
+
+    def history(self, name: str) -> dict[str, Any]:
+        model = self.model(name)
+        ups = self.store.history(name, self.clock.now())
+        return {"value": [status.history_entry(u, model.location) for u in ups]}

@@ -1,0 +1,3 @@
+"""The controller's persistent state over SQLAlchemy Core: the only package
+that imports SQLAlchemy.
+"""

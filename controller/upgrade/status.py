@@ -1,0 +1,123 @@
+"""Upgrades as Azure shows them: RollingUpgradeStatusInfo (``rollingUpgrades/
+latest``) and UpgradeOperationHistoricalStatusInfo (``osUpgradeHistory``),
+with exactly Azure's field names and status codes, plus a ``kvmss`` block
+with the batches, the instances and the decision log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.store.facade import Decision, UpgradeInstanceRecord, UpgradeRecord
+from kvmss.base.clock import iso8601
+
+ROLLING_TYPE = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
+
+
+def _progress(up: UpgradeRecord) -> dict[str, int]:
+    return {
+        "successfulInstanceCount": up.successful_count,
+        "failedInstanceCount": up.failed_count,
+        "inProgressInstanceCount": up.in_progress_count,
+        "pendingInstanceCount": up.pending_count,
+    }
+
+
+def _error(up: UpgradeRecord) -> dict[str, str] | None:
+    if up.error_code is None:
+        return None
+    return {"code": up.error_code, "message": up.error_message or up.error_code}
+
+
+def _target(up: UpgradeRecord) -> dict[str, str]:
+    t = up.target
+    return {"publisher": t.publisher, "offer": t.offer, "sku": t.sku, "version": t.version}
+
+
+def _policy(up: UpgradeRecord) -> dict[str, Any]:
+    p = up.policy
+    return {
+        "maxBatchInstancePercent": p.get("max_batch_instance_percent"),
+        "maxUnhealthyInstancePercent": p.get("max_unhealthy_instance_percent"),
+        "maxUnhealthyUpgradedInstancePercent": p.get("max_unhealthy_upgraded_instance_percent"),
+        "pauseTimeBetweenBatchesSeconds": p.get("pause_seconds"),
+        "healthTimeoutSeconds": p.get("health_timeout_seconds"),
+        "prioritizeUnhealthyInstances": p.get("prioritize_unhealthy"),
+        "automaticRollback": p.get("automatic_rollback"),
+    }
+
+
+def latest(
+    up: UpgradeRecord,
+    rows: list[UpgradeInstanceRecord],
+    decisions: list[Decision],
+    location: str = "local",
+) -> dict[str, Any]:
+    last = decisions[-1] if decisions else None
+    return {
+        "properties": {
+            "policy": _policy(up),
+            "runningStatus": {
+                "code": up.status,
+                "startTime": iso8601(up.start_time),
+                "lastAction": "Start" if up.status == "RollingForward" else up.status,
+                "lastActionTime": iso8601(last.time if last else up.start_time),
+            },
+            "progress": _progress(up),
+            "error": _error(up),
+        },
+        "type": ROLLING_TYPE,
+        "location": location,
+        "kvmss": {
+            "upgradeId": up.id,
+            "startedBy": up.started_by,
+            "targetImageReference": _target(up),
+            "batches": up.batches,
+            "currentBatch": up.current_batch,
+            "instances": [
+                {
+                    "instanceId": r.instance_id,
+                    "batch": r.batch,
+                    "state": r.state,
+                    "fromVersion": r.from_version,
+                    "reason": r.reason,
+                }
+                for r in rows
+            ],
+            "decisions": [
+                {
+                    "time": iso8601(d.time),
+                    "instanceId": d.instance_id,
+                    "event": d.event,
+                    "message": d.message,
+                }
+                for d in decisions
+            ],
+        },
+    }
+
+
+def history_entry(up: UpgradeRecord, location: str = "local") -> dict[str, Any]:
+    return {
+        "properties": {
+            "runningStatus": {
+                "code": up.status,
+                "startTime": iso8601(up.start_time),
+                "endTime": iso8601(up.end_time) if up.end_time is not None else None,
+            },
+            "progress": _progress(up),
+            "error": _error(up),
+            "startedBy": up.started_by,
+            "targetImageReference": _target(up),
+            "rollbackInfo": {
+                "successfullyRolledbackInstanceCount": up.rolled_back_ok,
+                "failedRolledbackInstanceCount": up.rolled_back_failed,
+                "rollbackError": (
+                    {"code": "RollbackFailed", "message": up.rollback_error}
+                    if up.rollback_error
+                    else None
+                ),
+            },
+        },
+        "type": ROLLING_TYPE,
+        "location": location,
+    }

@@ -1,0 +1,2 @@
+"""Instance views as the agents last reported them, kept fresh by a watcher.
+"""

@@ -1,0 +1,3 @@
+"""The agent's wire contract: the schema, the table of calls, and the client the
+controller uses. It imports nothing of the agent's own.
+"""

@@ -1,0 +1,3 @@
+"""Disk files on the host: the base image cache and where the agent keeps
+things.
+"""

@@ -1,0 +1,2 @@
+"""Health: the probes the agent runs from the host and the verdict.
+"""

@@ -1,0 +1,2 @@
+"""libvirt itself: the only package of kvmss that imports it.
+"""

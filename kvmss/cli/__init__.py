@@ -1,0 +1,2 @@
+"""The ``kvmss`` command line: one module per command group.
+"""
