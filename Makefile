@@ -12,6 +12,7 @@ lint: setup
 	$(VENV)/bin/ruff check kvmss hostagent controller tests bench images vagrant
 	$(VENV)/bin/ruff format --check kvmss hostagent controller tests bench images vagrant
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 images: setup
 	@$(PY) -m images.tiny.build --version 1 --out build/images/tiny-1 >/dev/null

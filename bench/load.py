@@ -1,6 +1,6 @@
 """Load benchmark: many concurrent API clients against a real controller.
 
-Starts a real controller (``python -m controller.service.server``: uvicorn, a real
+Starts a real controller (``python -m controller.daemon.server``: uvicorn, a real
 SQLite store file, the real catalog) and, in another process, simulated host
 agents speaking the real agent HTTP contract (:mod:`bench.simagent`), so the
 controller reaches them through :class:`hostagent.contract.client.AgentClient`. Fills
@@ -125,7 +125,7 @@ class Processes:
         (self.work / "controller.yaml").write_text(yaml.safe_dump(config))
         self.controller = self._spawn(
             "controller",
-            ["-m", "controller.service.server", "--config", str(self.work / "controller.yaml")],
+            ["-m", "controller.daemon.server", "--config", str(self.work / "controller.yaml")],
         )
 
         def up() -> bool:

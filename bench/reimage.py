@@ -26,14 +26,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.served import FileServer, free_port, scratch_dir, tiny_image_spec  # noqa: E402
 from hostagent.contract import wire  # noqa: E402
 from hostagent.daemon.config import AgentConfig  # noqa: E402
 from hostagent.daemon.server import AgentServer  # noqa: E402
 from hostagent.daemon.service import Agent  # noqa: E402
 from hostagent.network import bridge  # noqa: E402
 from images.tiny.build import build  # noqa: E402
-from tests.agentproc import free_port, tiny_image_spec  # noqa: E402
-from tests.fixtures import FileServer, storage_root  # noqa: E402
 
 HTTPD = "mkdir -p /www && echo ok > /www/health && busybox httpd -p 8080 -h /www && echo started"
 
@@ -46,7 +45,7 @@ def main() -> int:
     for v in ("1", "2"):
         build(v, images / f"tiny-{v}")
     files = FileServer(images)
-    with storage_root("bench") as root:
+    with scratch_dir("bench") as root:
         tag = uuid.uuid4().hex[:6]
         cfg = AgentConfig.from_dict(
             {

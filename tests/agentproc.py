@@ -4,29 +4,20 @@ HTTP the way the controller serves them."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from hostagent.contract import wire
+from bench.served import free_port
 from hostagent.contract.client import AgentClient, AgentError
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class AgentProcess:
@@ -119,23 +110,3 @@ class AgentProcess:
         finally:
             conn.close()
         bridge.delete_bridge(self.bridge)
-
-
-def tiny_image_spec(base_url: str, version: str, manifest_dir: Path) -> wire.ImageSpec:
-    """The ImageSpec of a built tiny image served at ``base_url`` (which serves
-    the parent directory of ``manifest_dir``)."""
-    m: dict[str, Any] = json.loads((manifest_dir / "manifest.json").read_text())
-    rel = manifest_dir.name
-
-    def art(key: str) -> wire.Artifact:
-        return wire.Artifact(url=f"{base_url}/{rel}/{m[key]['file']}", sha256=m[key]["sha256"])
-
-    disk = art("disk")
-    return wire.ImageSpec(
-        reference=wire.ImageReference(publisher="kvmss", offer="tiny", sku="1", version=version),
-        url=disk.url,
-        sha256=disk.sha256,
-        kernel=art("kernel"),
-        initrd=art("initrd"),
-        cmdline=m["cmdline"],
-    )

@@ -4,10 +4,8 @@ traverse, a real HTTP file server on loopback, and small real qcow2 images."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,42 +29,6 @@ def storage_root(prefix: str = "t") -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-class FileServer:
-    """Serves a directory over HTTP on 127.0.0.1 and counts GETs per path."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.hits: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a: object, **kw: object) -> None:
-                super().__init__(*a, directory=str(root), **kw)  # type: ignore[arg-type]
-
-            def do_GET(self) -> None:
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                super().do_GET()
-
-            def log_message(self, *_a: object) -> None:
-                return
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        port = self.httpd.server_address[1]
-        return f"http://127.0.0.1:{port}"
-
-    def url(self, name: str) -> str:
-        return f"{self.base_url}/{name}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def sha256_file(path: Path) -> str:

@@ -15,11 +15,12 @@ from typing import Any
 import requests
 import uvicorn
 
+from bench.served import free_port
+from controller.daemon.server import ControllerConfig, build
 from controller.service.controller import Controller
-from controller.service.server import ControllerConfig, build
 from kvmss.client import imagebuild
 from kvmss.client.api import ApiClient
-from tests.agentproc import AgentProcess, free_port
+from tests.agentproc import AgentProcess
 from tests.fixtures import storage_root
 from tests.labstate import describe_lab, explained
 

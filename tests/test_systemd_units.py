@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.service.server import ControllerConfig
+from controller.daemon.server import ControllerConfig
 from hostagent.daemon.config import AgentConfig
 
 REPO = Path(__file__).resolve().parent.parent

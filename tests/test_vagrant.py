@@ -28,9 +28,10 @@ import pytest
 import requests
 import uvicorn
 
-from controller.service.server import ControllerConfig, build
+from bench.served import free_port
+from controller.daemon.server import ControllerConfig, build
 from hostagent.daemon.config import AgentConfig
-from tests.agentproc import REPO, AgentProcess, free_port
+from tests.agentproc import REPO, AgentProcess
 from tests.fixtures import storage_root
 
 VAGRANT = shutil.which("vagrant")

@@ -57,7 +57,7 @@ def check(kind: str, settings: dict[str, Any]) -> None:
     # Imported here: the controller's brings in its web stack, which an agent host
     # does not need to load to check its own file.
     if kind == "controller":
-        from controller.service.server import ControllerConfig
+        from controller.daemon.server import ControllerConfig
 
         cfg = ControllerConfig.from_dict(settings)
         if cfg.host in ("0.0.0.0", "::", ""):

@@ -1,2 +1,1 @@
-"""The controller's REST API.
-"""
+"""The controller's REST API."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from controller.upgrade.planner import DEFAULT_UPDATE_DOMAIN_COUNT
+# Update domains are assigned round-robin by instance id (docs/design.md).
+DEFAULT_UPDATE_DOMAIN_COUNT = 5
 
 
 class PlacementError(ValueError):

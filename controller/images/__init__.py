@@ -1,2 +1,1 @@
-"""The image catalog: published base images and their blobs.
-"""
+"""The image catalog: published base images and their blobs."""

@@ -1,2 +1,1 @@
-"""The scale set model: the body of PUT /v1/scaleSets/{name}, validated.
-"""
+"""The scale set model: the body of PUT /v1/scaleSets/{name}, validated."""

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
-DEFAULT_UPDATE_DOMAIN_COUNT = 5
+from controller.fleet.placement import DEFAULT_UPDATE_DOMAIN_COUNT
 
 _INSTANCE_ID_RE = re.compile(r"0|[1-9][0-9]{0,17}")
 

@@ -1,2 +1,1 @@
-"""Instance views as the agents last reported them, kept fresh by a watcher.
-"""
+"""Instance views as the agents last reported them, kept fresh by a watcher."""

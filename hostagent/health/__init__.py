@@ -1,2 +1,1 @@
-"""Health: the probes the agent runs from the host and the verdict.
-"""
+"""Health: the probes the agent runs from the host and the verdict."""

@@ -1,2 +1,1 @@
-"""libvirt itself: the only package of kvmss that imports it.
-"""
+"""libvirt itself: the only package of kvmss that imports it."""

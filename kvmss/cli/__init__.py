@@ -1,2 +1,1 @@
-"""The ``kvmss`` command line: one module per command group.
-"""
+"""The ``kvmss`` command line: one module per command group."""

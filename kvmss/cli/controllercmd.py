@@ -32,7 +32,7 @@ def controller() -> None:
 def controller_serve(state: CliState, config_path: Path) -> None:
     """Serve the controller's API and run its upgrades."""
     try:
-        server = importlib.import_module("controller.service.server")
+        server = importlib.import_module("controller.daemon.server")
         serve_from_config = server.serve_from_config
     except (ImportError, AttributeError) as e:
         state.fail(f"controller server not available ({e})")
@@ -52,7 +52,7 @@ def controller_serve(state: CliState, config_path: Path) -> None:
 @pass_state
 def controller_backup(state: CliState, out: Path, config_path: Path) -> None:
     """Copy the controller's database to OUT while it runs (consistent, 0600)."""
-    from controller.service.server import ControllerConfig
+    from controller.daemon.server import ControllerConfig
     from controller.store.backup import BackupError, backup
     from kvmss.base.configfile import ConfigError
 

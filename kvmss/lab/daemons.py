@@ -20,7 +20,7 @@ ANSWER_TIMEOUT = 90.0
 
 
 def controller_argv(paths: ProcessPaths) -> list[str]:
-    return [sys.executable, "-m", "controller.service.server", "--config", str(paths.config)]
+    return [sys.executable, "-m", "controller.daemon.server", "--config", str(paths.config)]
 
 
 def agent_argv(paths: ProcessPaths) -> list[str]:

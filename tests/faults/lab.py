@@ -28,10 +28,11 @@ import pytest
 import requests
 import yaml
 
+from bench.served import free_port
 from images.tiny.build import build as build_image
 from kvmss.client import imagebuild
 from kvmss.client.api import ApiClient
-from tests.agentproc import REPO, AgentProcess, free_port
+from tests.agentproc import REPO, AgentProcess
 from tests.fixtures import storage_root
 from tests.labstate import describe_lab, explained
 
@@ -126,7 +127,7 @@ def model(capacity: int = 3, health_timeout: str = f"PT{HEALTH_TIMEOUT}S") -> di
 
 
 class ControllerProcess:
-    """``python -m controller.service.server --config FILE`` on a fixed port and database."""
+    """``python -m controller.daemon.server --config FILE`` on a fixed port and database."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -158,7 +159,7 @@ class ControllerProcess:
             logf.write(f"--- start {self.starts} crash_at={crash_at}\n".encode())
             logf.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.service.server", "--config", str(self.config)],
+                [sys.executable, "-m", "controller.daemon.server", "--config", str(self.config)],
                 cwd=REPO,
                 stdout=logf,
                 stderr=subprocess.STDOUT,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.served import FileServer
 from hostagent.contract import wire
 from hostagent.disks.imagecache import ImageCache, ImageRejected
 from hostagent.disks.layout import Layout
@@ -33,7 +34,7 @@ from hostagent.lifecycle.operations import OperationFailed, Operations
 from hostagent.network.addresses import Subnet
 from kvmss.base.clock import SystemClock
 from tests.faults.guestfaults import MiB, filled
-from tests.fixtures import FileServer, make_qcow2, sha256_file, storage_root
+from tests.fixtures import make_qcow2, sha256_file, storage_root
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root)")
 

@@ -21,8 +21,9 @@ import uvicorn
 import yaml
 from click.testing import CliRunner
 
-from controller.service.server import ControllerConfig
-from controller.service.server import build as build_controller
+from bench.served import free_port
+from controller.daemon.server import ControllerConfig
+from controller.daemon.server import build as build_controller
 from images.debian import build as debian_build
 from images.debian import disk, recipe, rootfs
 from images.tiny.host import BuildError
@@ -31,7 +32,6 @@ from kvmss.cli.main import main as cli_main
 from kvmss.client import imagebuild
 from kvmss.client.api import ApiClient
 from tests import debianimage
-from tests.agentproc import free_port
 from tests.fixtures import make_qcow2
 
 CLOUD_CFG = recipe.GUEST_ROOTFS / "etc/cloud/cloud.cfg.d/90-kvmss.cfg"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.served import FileServer
 from hostagent.contract import wire
 from hostagent.contract.client import AgentClient
 from images.debian import build as debian_build
@@ -26,7 +27,7 @@ from images.tiny.manifest import Manifest, sha256_file
 from kvmss.base import qemuimg
 from tests import debianimage
 from tests.agentproc import AgentProcess
-from tests.fixtures import FileServer, storage_root
+from tests.fixtures import storage_root
 
 pytestmark = pytest.mark.guest
 

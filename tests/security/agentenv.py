@@ -13,13 +13,14 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from bench.served import FileServer
 from hostagent.contract import wire
 from hostagent.daemon.api import create_app
 from hostagent.daemon.config import AgentConfig
 from hostagent.daemon.guestapi import create_guest_app
 from hostagent.daemon.service import Agent
 from kvmss.base.clock import SystemClock
-from tests.fixtures import FileServer, make_qcow2
+from tests.fixtures import make_qcow2
 
 AGENT_TOKEN = "agent-token-sec-3f9a1c0d7e5b4a2968"
 AGENT_AUTH = {"Authorization": f"Bearer {AGENT_TOKEN}"}

@@ -19,11 +19,12 @@ import requests
 import uvicorn
 import yaml
 
+from bench.served import free_port
+from controller.daemon.server import ControllerConfig, build
 from controller.service.controller import Controller
-from controller.service.server import ControllerConfig, build
 from hostagent.contract.client import AgentClient, AgentError
 from hostagent.guest.tokens import GuestTokens
-from tests.agentproc import REPO, free_port
+from tests.agentproc import REPO
 
 
 @dataclass

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from bench.served import FileServer, tiny_image_spec
 from hostagent.contract import wire
 from hostagent.network import bridge, firewall
 from images.tiny.build import build
-from tests.agentproc import REPO, tiny_image_spec
-from tests.fixtures import FileServer, storage_root
+from tests.agentproc import REPO
+from tests.fixtures import storage_root
 from tests.security.hostnet import host_ipv4_addresses, random_subnet
 from tests.security.services import AgentServe, served_controller
 

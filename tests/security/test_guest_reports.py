@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from bench.served import free_port
 from hostagent.daemon.server import AgentServer
-from tests.agentproc import free_port
 from tests.fixtures import storage_root
 from tests.security.agentenv import AGENT_AUTH, AgentEnv, agent_env
 from tests.security.hostnet import HostBridge, host_bridge, post_from

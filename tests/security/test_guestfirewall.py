@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 import requests
 
+from bench.served import free_port
 from hostagent.daemon.config import AgentConfig
 from hostagent.daemon.server import AgentServer
 from hostagent.daemon.service import Agent
 from hostagent.network import bridge
 from hostagent.network import firewall as guestfirewall
-from tests.agentproc import free_port
 from tests.fixtures import storage_root
 from tests.security.hostnet import HostBridge, host_ipv4_addresses, netns_guest, random_subnet
 from tests.security.services import served_controller

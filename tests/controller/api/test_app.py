@@ -154,7 +154,7 @@ def test_a_host_token_that_cannot_travel_in_a_header_is_400(env: Env) -> None:
 def test_a_host_url_that_is_no_agent_is_400(tmp_path: Path) -> None:
     # regression: with the real agent client, a 200 that is not JSON or not a
     # host view escaped as JSONDecodeError / ValidationError (500s)
-    from tests.fixtures import FileServer
+    from bench.served import FileServer
 
     served = tmp_path / "served"
     for sub, text in (("text", "hello"), ("json", '{"name": 1}')):

@@ -25,13 +25,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 
+from bench.served import FileServer
 from hostagent.contract import wire
 from hostagent.daemon.api import create_app
 from hostagent.daemon.config import AgentConfig
 from hostagent.daemon.service import Agent
 from kvmss.base.clock import SystemClock
 from tests.apifuzz import CaseMapper, Draw, FuzzCase, Observer, fuzz_app, known_values
-from tests.fixtures import FileServer, make_qcow2, sha256_file, storage_root
+from tests.fixtures import make_qcow2, sha256_file, storage_root
 
 TOKEN = "agent-fuzz-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.served import FileServer
 from hostagent.contract import wire
 from hostagent.daemon.api import create_app
 from hostagent.daemon.config import AgentConfig
@@ -26,7 +27,7 @@ from hostagent.guest.seed import read_seed_iso
 from hostagent.lifecycle import faults
 from kvmss.base import qemuimg
 from kvmss.base.clock import SystemClock
-from tests.fixtures import FileServer, make_qcow2, sha256_file, storage_root
+from tests.fixtures import make_qcow2, sha256_file, storage_root
 
 TOKEN = "agent-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

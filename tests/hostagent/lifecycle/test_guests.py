@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.served import FileServer, tiny_image_spec
 from hostagent.contract import wire
 from hostagent.contract.client import AgentClient
 from images.tiny.build import build
-from tests.agentproc import REPO, AgentProcess, tiny_image_spec
-from tests.fixtures import FileServer, sha256_file, storage_root
+from tests.agentproc import REPO, AgentProcess
+from tests.fixtures import sha256_file, storage_root
 
 pytestmark = pytest.mark.guest
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.service.server import ControllerConfig
+from controller.daemon.server import ControllerConfig
 from hostagent.daemon.config import AgentConfig
 from kvmss.base.configfile import ConfigError
 

@@ -28,9 +28,10 @@ import uvicorn
 import yaml
 from fastapi import FastAPI
 
+from bench.served import free_port
 from kvmss.base import sdnotify, serving
 from kvmss.base.sdnotify import Notifier
-from tests.agentproc import REPO, AgentProcess, free_port
+from tests.agentproc import REPO, AgentProcess
 from tests.fixtures import storage_root
 
 WATCHDOG_USEC = 400_000  # pets every 0.2 s
@@ -364,7 +365,7 @@ def test_controller_notifies_ready_watchdog_and_stopping(path_socket: NotifySock
 
         with (root / "controller.log").open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.service.server", "--config", str(config)],
+                [sys.executable, "-m", "controller.daemon.server", "--config", str(config)],
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,

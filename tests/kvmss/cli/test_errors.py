@@ -130,9 +130,9 @@ def test_controller_serve_loads_the_server_lazily(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     called: list[Path] = []
-    fake = types.ModuleType("controller.service.server")
+    fake = types.ModuleType("controller.daemon.server")
     fake.serve_from_config = called.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "controller.service.server", fake)
+    monkeypatch.setitem(sys.modules, "controller.daemon.server", fake)
     cfg = tmp_path / "controller.yaml"
     r = CliRunner().invoke(main, ["controller", "serve", "--config", str(cfg)])
     assert r.exit_code == 0, r.output

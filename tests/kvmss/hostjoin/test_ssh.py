@@ -26,13 +26,14 @@ import uvicorn
 import yaml
 from click.testing import CliRunner, Result
 
-from controller.service.server import ControllerConfig, build
+from bench.served import free_port
+from controller.daemon.server import ControllerConfig, build
 from kvmss.base.clock import FakeClock
 from kvmss.cli.main import main
 from kvmss.hostjoin.join import HostLayout, JoinError, wait_for_agent
 from kvmss.hostjoin.session import fingerprint
 from kvmss.hostjoin.unitfile import retarget
-from tests.agentproc import REPO, free_port
+from tests.agentproc import REPO
 from tests.fixtures import storage_root
 from tests.sshhost import SSHD, SshHost, keygen, port_open, ssh_host
 from tests.wheelhouse import wheelhouse

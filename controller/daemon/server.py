@@ -131,7 +131,7 @@ def serve_from_config(path: Path) -> None:
 
 def main() -> None:
     if len(sys.argv) != 3 or sys.argv[1] != "--config":
-        print("usage: python -m controller.service.server --config FILE", file=sys.stderr)
+        print("usage: python -m controller.daemon.server --config FILE", file=sys.stderr)
         raise SystemExit(2)
     serve_from_config(Path(sys.argv[2]))
 
