@@ -1,5 +1,5 @@
 """Simulated host agents for the load benchmark: many "hosts" in one process,
-each speaking the real agent HTTP contract (DESIGN.md "Host agent API",
+each speaking the real agent HTTP contract (docs/design.md "The agent contract",
 :mod:`hostagent.contract.wire`) under its own URL prefix, so the controller reaches
 them through :class:`hostagent.contract.client.AgentClient` exactly as it reaches real
 agents. No libvirt, no disks: an instance is a few fields, so 10,000 of them

@@ -1,4 +1,4 @@
-"""The controller's REST API (DESIGN.md "Controller API"): bearer token on all
+"""The controller's REST API (docs/design.md): bearer token on all
 but /healthz and /metrics; errors are ``{"error": {"code", "message"}}`` with
 a 4xx status. Image blobs are also readable with the signed URL the
 controller hands to agents (``?sig=``).

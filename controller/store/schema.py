@@ -120,7 +120,7 @@ upgrades_table = Table(
     Column("rollback_error", Text),
 )
 
-# DESIGN.md rule 8: one rolling upgrade per scale set, enforced by the database.
+# docs/design.md rule 8: one rolling upgrade per scale set, enforced by the database.
 Index(
     "upgrades_one_running_per_scale_set",
     upgrades_table.c.scale_set,

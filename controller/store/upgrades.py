@@ -122,7 +122,7 @@ class UpgradeRows(StoreBase):
 
     def create_upgrade(self, rec: UpgradeRecord) -> None:
         """Record a new upgrade. :class:`Conflict` if ``rec`` is running and
-        the scale set already has a running upgrade (DESIGN.md rule 8);
+        the scale set already has a running upgrade (docs/design.md rule 8);
         :class:`NotFound` without the scale set."""
         _check_one_of("status", rec.status, UPGRADE_STATUSES)
         _check_one_of("started_by", rec.started_by, STARTED_BY)
@@ -208,7 +208,7 @@ class UpgradeRows(StoreBase):
         max_age_seconds: float = HISTORY_MAX_AGE_SECONDS,
     ) -> list[UpgradeRecord]:
         """Upgrades started within ``max_age_seconds`` before ``now``, newest
-        first, at most ``limit`` (DESIGN.md rule 11)."""
+        first, at most ``limit`` (docs/design.md rule 11)."""
         if limit < 0:
             raise ValueError(f"limit: must be >= 0, got {limit}")
         rows = self._maps(

@@ -4,7 +4,7 @@
 itself with SIGKILL the first time the orchestrator reaches that step;
 ``KVMSS_CONTROLLER_CRASH_AT=health-wait:3`` the third time. Tests restart it
 on the same database without the variable and check the upgrade resumes
-(DESIGN.md rule 10). Unset in production, where a crash point costs one dict
+(docs/design.md rule 10). Unset in production, where a crash point costs one dict
 lookup. The steps, in the order an instance meets them:
 
 - ``reimage-decided``: Reimaging recorded, the agent not asked yet

@@ -1,4 +1,4 @@
-"""The rolling OS upgrade as a persisted state machine (DESIGN.md, "Rolling OS
+"""The rolling OS upgrade as a persisted state machine (docs/design.md, "Rolling
 upgrade rules").
 
 :meth:`Orchestrator.step` advances an upgrade as far as it can without

@@ -1,6 +1,6 @@
 """The rolling OS upgrade plan: pure decisions, no I/O.
 
-Implements DESIGN.md "Rolling OS upgrade rules" 1 (batch size), 3 (skip
+Implements docs/design.md "Rolling upgrade rules" 1 (batch size), 3 (skip
 instances already on the target), 6 (update-domain walk,
 prioritizeUnhealthyInstances), and gives the yes/no answers of rules 2
 (:func:`too_unhealthy`) and 5 (:func:`upgraded_breach`).

@@ -1,4 +1,4 @@
-"""The agent's management API (controller to agent), DESIGN.md "Host agent API".
+"""The agent's management API (controller to agent), docs/design.md "The agent contract".
 
 Every route but FastAPI's documentation of the API (/openapi.json, /docs,
 /redoc) needs ``Authorization: Bearer <agent token>``. Long

@@ -43,7 +43,7 @@ of each instance and when it was measured); do not edit it by hand.
 
 - **out of service max**: the most instances whose service did not answer at
   once, probed from the host once a second for the whole scenario (never
-  more than the batch size, DESIGN.md rule 6).
+  more than the batch size, docs/design.md rule 6).
 - **data-disk bytes changed**: bytes of the guest-visible content of a data
   disk the guest never mounts (lun1, carrying a random marker written once)
   that differ before and after, summed over the instances.

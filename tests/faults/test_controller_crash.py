@@ -1,5 +1,5 @@
 """The controller SIGKILLed at each step of a rolling upgrade, then started
-again on the same database (DESIGN.md rule 10).
+again on the same database (docs/design.md rule 10).
 
 A controller process armed with ``KVMSS_CONTROLLER_CRASH_AT=<step>`` sees a
 new version published, starts the automatic upgrade and kills itself at that

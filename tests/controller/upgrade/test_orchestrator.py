@@ -1,4 +1,4 @@
-"""The rolling-upgrade rules of DESIGN.md, each with its edge, on a real SQLite
+"""The rolling-upgrade rules of docs/design.md, each with its edge, on a real SQLite
 store, an injected clock and a scripted agent double."""
 
 from __future__ import annotations
