@@ -3,10 +3,11 @@
 where Azure has the field), and :func:`send`, how a handler answers.
 
 Handlers send what the controller built (dicts, views shared between
-requests) as it is, serialized as FastAPI would but not validated again: a
+requests) as it is, serialized as FastAPI would, without validating it: a
 listing of a thousand instance views is on the load benchmark's hot path,
-and the tests check every body against its model instead. A body this
-package builds itself is one of these models, validated when it is made.
+and validating one costs several times what serializing it does; the tests
+check the answers against the models instead. A body this package builds
+itself is one of these models, validated when it is made.
 The scale set body and the upgrade status have modules of their own
 (:mod:`controller.api.scalesetbody`, :mod:`controller.api.upgradestatus`).
 """
