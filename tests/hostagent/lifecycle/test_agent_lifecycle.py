@@ -395,13 +395,13 @@ def test_reimage_interrupted_at_each_step_settles_on_restart(
             died.set()
             raise _Killed
 
-    monkeypatch.setattr("hostagent.lifecycle.instances.crash_point", die)
+    monkeypatch.setattr("hostagent.lifecycle.reimage.crash_point", die)
     body = {"image": env.images["2"].model_dump(mode="json", exclude_none=True)}
     r = env.api.post(f"/v1/instances/{n}/reimage", json=body, headers=AUTH)
     op_id = r.json()["id"]
     assert died.wait(10)
     SystemClock().sleep(0.05)
-    monkeypatch.setattr("hostagent.lifecycle.instances.crash_point", faults.crash_point)
+    monkeypatch.setattr("hostagent.lifecycle.reimage.crash_point", faults.crash_point)
     assert env.agent.ops.get(op_id).status == "InProgress"  # type: ignore[union-attr]
     env.agent.prober.stop()
     env.restart()
