@@ -150,11 +150,3 @@ def apply_generation(domain: Domain, metadata: Metadata) -> Domain:
         ),
         metadata=metadata,
     )
-
-
-def os_disk_path(domain: Domain) -> str:
-    """Path of the disk on target vda."""
-    for disk in domain.disks:
-        if disk.target == OS_DISK_TARGET:
-            return disk.path
-    raise ValueError(f"domain {domain.name!r} has no OS disk on target {OS_DISK_TARGET}")

@@ -1,6 +1,6 @@
-"""Removing the generations a domain no longer refers to, and the reports of
-their instance-ids: an instance keeps its current OS disk and at most one
-previous (docs/design.md "The agent contract")."""
+"""Removing an instance's files: the generations its domain no longer refers
+to and the reports of their instance-ids (an instance keeps its current OS
+disk and at most one previous), or all of them when it is deleted."""
 
 from __future__ import annotations
 
@@ -55,3 +55,17 @@ class Cleanup:
             removed += [self.layout.os_disk(name, n), self.layout.seed(name, n)]
             self.builder.remove(name, n)
         return [p for p in removed if not p.exists()]
+
+    def remove_instance_files(self, name: str, delete_data_disks: bool) -> None:
+        """Everything in the instance's directory but its data disks, and
+        those too when asked; the directory once it is empty."""
+        d = self.layout.instance_dir(name)
+        for n in self.builder.files_on_disk(name) if d.exists() else set():
+            self.builder.remove(name, n)
+        for p in (self.layout.spec(name), self.layout.reports(name), self.layout.console_log(name)):
+            p.unlink(missing_ok=True)
+        if delete_data_disks:
+            for p in d.glob("data-lun*.qcow2"):
+                p.unlink()
+        if d.exists() and not any(d.iterdir()):
+            d.rmdir()

@@ -62,7 +62,7 @@ class InstanceManager:
             subnet,
         )
         self.reimaging = Reimaging(hv, journal, builder, self.records, self.power, self.cleanup)
-        self.deletion = Deletion(hv, layout, journal, builder, prober)
+        self.deletion = Deletion(hv, layout, journal, self.cleanup, prober)
         self.views = Views(hv, self.records, reports, prober)
 
     # -- what the API asks ---------------------------------------------------
