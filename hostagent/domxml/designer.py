@@ -1,7 +1,5 @@
-"""Policy for an instance's domain: buses, targets, cache modes, the OS disk swap.
-
-:mod:`hostagent.domxml.domain` only knows how to write and parse a domain; every
-choice about what goes in one is made here.
+"""Policy for an instance's domain: buses, targets, cache modes, the OS disk
+swap. The model only writes and parses a domain; every choice is made here.
 
 - OS disk: virtio on ``vda``, qcow2, serial ``os``.
 - Data disk lun N: virtio on :func:`data_disk_target` (``vdb`` + N), qcow2,

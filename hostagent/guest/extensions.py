@@ -1,12 +1,12 @@
 """Extensions: the order they run in, and the guest script that runs them.
 
 The script is NoCloud ``user-data`` (cloud-init runs it once per instance-id,
-as does the tiny image's init). It is POSIX sh for busybox ash and dash, kept
-in ``guest_lib.sh``, ``guest_extensions.sh`` and ``guest_health.sh`` next to
-this module. Every value that comes from the model or the agent (names,
-commands, scripts, the instance-id, the report URL and token) enters the
-script as base64 inside single quotes and is decoded at run time; only
-integers and fixed words of this module are written as shell text.
+as does the tiny image's init), POSIX sh for busybox ash and dash from the
+``guest_*.sh`` templates beside this module. Every value that comes from the
+model or the agent (names, commands, scripts, the instance-id, the report
+URL and token) enters the script as base64 inside single quotes and is
+decoded at run time; only integers and fixed words of this module are
+written as shell text.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Removing an instance's files: the generations its domain no longer refers
 to and the reports of their instance-ids (an instance keeps its current OS
-disk and at most one previous), or all of them when it is deleted."""
+disk and at most one previous, docs/design.md "Words"), or all of them when
+it is deleted."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Creating an instance (PUT of a name this host does not have) and
 converging one that exists to a new spec.
 
-A create is journaled "preparing", "defining", "starting", "done"; each step
-is recorded before it is acted on (docs/design.md "The agent contract"), so
-recovery finishes a create whose domain is defined and undoes one whose
-domain is not. Data disks are created once and never written by the agent.
+A create is journaled "preparing", "defining", "starting", "done", each step
+before it is acted on (docs/design.md rule 10), so recovery finishes a
+create whose domain is defined and undoes one whose domain is not. Data
+disks are created once and never written by the agent.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the agent keeps of an instance: the spec the controller last sent
 (``spec.json``) and the domain libvirt holds with kvmss's metadata, which is
-the only record of its generations (docs/design.md "The agent contract")."""
+the only record of its generations (docs/design.md "Processes")."""
 
 from __future__ import annotations
 

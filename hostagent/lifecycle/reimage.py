@@ -1,9 +1,9 @@
 """Reimage (a new OS disk generation), and the rollback or commit that ends it.
 
-Each is journaled step by step before it acts (docs/design.md "The agent
-contract"); the domain's current generation says whether the OS disk swap
-happened, so recovery finishes a swapped reimage and undoes one that was not:
-the instance is on its old or its new OS disk, never in between.
+Each is journaled step by step before it acts (docs/design.md rule 10); the
+domain's current generation says whether the OS disk swap happened, so
+recovery finishes a swapped reimage and undoes one that was not: the
+instance is on its old or its new OS disk, never in between.
 """
 
 from __future__ import annotations
