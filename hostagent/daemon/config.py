@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class AgentConfig:
     name: str
     listen_host: str
     listen_port: int
-    token: str
+    token: str = field(repr=False)  # the management API's secret: never in a log
     libvirt_uri: str
     storage_dir: Path
     bridge_name: str

@@ -29,32 +29,39 @@ def _is_ip_address(peer: str) -> bool:
     return True
 
 
+def _current_instance_id(
+    agent: Agent, name: str, request: Request, authorization: str | None, claimed: str
+) -> str:
+    """The current instance-id of ``name``, once the request is its guest's
+    own and reports on that instance-id (``claimed``)."""
+    try:
+        wire.check_instance_name(name)
+    except ValueError as e:
+        raise ApiError(400, "InvalidName", str(e)) from None
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not agent.tokens.verify(name, given):
+        raise ApiError(401, "Unauthorized", "invalid instance token")
+    try:
+        dom = agent.instances.domain(name)
+    except OperationFailed as e:
+        raise ApiError(404, e.code, e.message) from None
+    meta = agent.instances.meta(dom)
+    # Defence in depth, should a token leak: a report comes straight from
+    # the instance's own address. Guests use no proxy, and a forwarding
+    # header from a trusted peer would make the server rewrite the peer.
+    if any(h in request.headers for h in FORWARDING_HEADERS):
+        raise ApiError(403, "Forbidden", "reports come straight from the guest, not by proxy")
+    peer = request.client.host if request.client else ""
+    if _is_ip_address(peer) and peer != meta.address:
+        raise ApiError(403, "Forbidden", "report from an address that is not the instance's")
+    if claimed != meta.current.instance_id:
+        raise ApiError(409, "StaleInstanceId", "report for an instance-id that is not current")
+    return meta.current.instance_id
+
+
 def create_guest_app(agent: Agent) -> FastAPI:
     app = FastAPI(title="kvmss guest reports", version="1", openapi_url=None, docs_url=None)
     install(app)
-
-    def instance_id_for(name: str, request: Request, authorization: str | None) -> str:
-        try:
-            wire.check_instance_name(name)
-        except ValueError as e:
-            raise ApiError(400, "InvalidName", str(e)) from None
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not agent.tokens.verify(name, given):
-            raise ApiError(401, "Unauthorized", "invalid instance token")
-        try:
-            dom = agent.instances.domain(name)
-        except OperationFailed as e:
-            raise ApiError(404, e.code, e.message) from None
-        meta = agent.instances.meta(dom)
-        # Defence in depth, should a token leak: a report comes straight from
-        # the instance's own address. Guests use no proxy, and a forwarding
-        # header from a trusted peer would make the server rewrite the peer.
-        if any(h in request.headers for h in FORWARDING_HEADERS):
-            raise ApiError(403, "Forbidden", "reports come straight from the guest, not by proxy")
-        peer = request.client.host if request.client else ""
-        if _is_ip_address(peer) and peer != meta.address:
-            raise ApiError(403, "Forbidden", "report from an address that is not the instance's")
-        return meta.current.instance_id
 
     @app.post("/v1/guest/instances/{name}/extensions/{ext}", status_code=204)
     def extension_report(
@@ -64,9 +71,7 @@ def create_guest_app(agent: Agent) -> FastAPI:
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:
-        current = instance_id_for(name, request, authorization)
-        if report.instanceId != current:
-            raise ApiError(409, "StaleInstanceId", "report for an instance-id that is not current")
+        current = _current_instance_id(agent, name, request, authorization, report.instanceId)
         expected = agent.reports.expected(name, current) or []
         if ext not in expected:
             raise ApiError(404, "UnknownExtension", f"extension {ext[:64]!r} is not in the seed")
@@ -83,9 +88,7 @@ def create_guest_app(agent: Agent) -> FastAPI:
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:
-        current = instance_id_for(name, request, authorization)
-        if report.instanceId != current:
-            raise ApiError(409, "StaleInstanceId", "report for an instance-id that is not current")
+        _current_instance_id(agent, name, request, authorization, report.instanceId)
         agent.reports.record_health(name, report)
         return Response(status_code=204)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from hostagent.contract import wire
@@ -13,7 +12,7 @@ from hostagent.disks.layout import Layout
 from hostagent.guest.reports import ReportStore
 from hostagent.guest.tokens import GuestTokens
 from hostagent.health.probes import Prober
-from hostagent.hypervisor.domaintype import choose_domain_type
+from hostagent.hypervisor.domaintype import DomainType, choose_domain_type
 from hostagent.hypervisor.virt import Hypervisor, disk_free_gb
 from hostagent.lifecycle import recovery
 from hostagent.lifecycle.generations import GenerationBuilder, Network
@@ -38,7 +37,7 @@ class Agent:
     prober: Prober
     ops: Operations
     instances: InstanceManager
-    domain_type: str
+    domain_type: DomainType
 
     @classmethod
     def build(cls, config: AgentConfig, clock: Clock | None = None) -> Agent:
@@ -152,7 +151,7 @@ class Agent:
         cpus, mem = self.hv.capacity()
         return wire.HostView(
             name=self.config.name,
-            hypervisor=self.domain_type,  # type: ignore[arg-type]
+            hypervisor=self.domain_type,
             libvirtVersion=self.hv.libvirt_version(),
             capacity=wire.HostCapacity(
                 vcpus=cpus, memoryMB=mem, diskFreeGB=disk_free_gb(str(self.layout.root))
@@ -161,7 +160,3 @@ class Agent:
             bridge=self.config.bridge_name,
             subnet=self.config.subnet,
         )
-
-
-def default_workers() -> int:
-    return max(4, (os.cpu_count() or 2) * 2)

@@ -1,7 +1,5 @@
-"""Policy for an instance's domain: buses, targets, cache modes, the OS disk swap.
-
-:mod:`hostagent.domxml.domain` only knows how to write and parse a domain; every
-choice about what goes in one is made here.
+"""Policy for an instance's domain: buses, targets, cache modes, the OS disk
+swap. The model only writes and parses a domain; every choice is made here.
 
 - OS disk: virtio on ``vda``, qcow2, serial ``os``.
 - Data disk lun N: virtio on :func:`data_disk_target` (``vdb`` + N), qcow2,
@@ -150,11 +148,3 @@ def apply_generation(domain: Domain, metadata: Metadata) -> Domain:
         ),
         metadata=metadata,
     )
-
-
-def os_disk_path(domain: Domain) -> str:
-    """Path of the disk on target vda."""
-    for disk in domain.disks:
-        if disk.target == OS_DISK_TARGET:
-            return disk.path
-    raise ValueError(f"domain {domain.name!r} has no OS disk on target {OS_DISK_TARGET}")

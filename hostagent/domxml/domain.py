@@ -5,17 +5,12 @@ libvirt hands back from ``XMLDesc`` for domains we defined (it adds
 ``<emulator>``, controllers, PCI addresses, aliases, seclabels, KiB memory,
 canonical machine names...) and ignores everything it does not model.
 
-No policy lives here (which bus, cache mode or target a disk gets is
-:mod:`hostagent.domxml.designer`'s business) and no XML is built from strings: every
-element goes through :mod:`xml.etree.ElementTree`.
+No policy lives here (that is the designer's) and no XML is built from
+strings: every element goes through :mod:`xml.etree.ElementTree`.
 
-Our own state lives in ``<metadata>`` as ``<kvmss:instance>`` in the
-:data:`KVMSS_NS` namespace. libvirt re-serialises that element (and may move
-the namespace declaration or change the prefix); it is found again by its
-namespace URI, never by its prefix.
-
-This module holds the domain; its parts are in :mod:`hostagent.domxml.devices`
-(disks, interfaces, boot) and :mod:`hostagent.domxml.metadata` (the metadata).
+libvirt re-serialises our ``<metadata>`` element (and may move the namespace
+declaration or change the prefix), so it is found by its namespace URI,
+never by its prefix.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Checking and reading the fields of libvirt domain XML, shared by the
-typed model's parts (:mod:`hostagent.domxml.domain`, :mod:`hostagent.domxml.devices`,
-:mod:`hostagent.domxml.metadata`): every error names the field and what is wrong.
+"""Checking and reading the fields of libvirt domain XML, so that every error
+of the typed model names the field and what is wrong.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Extensions: the order they run in, and the guest script that runs them.
 
 The script is NoCloud ``user-data`` (cloud-init runs it once per instance-id,
-as does the tiny image's init). It is POSIX sh for busybox ash and dash, kept
-in ``guest_lib.sh``, ``guest_extensions.sh`` and ``guest_health.sh`` next to
-this module. Every value that comes from the model or the agent (names,
-commands, scripts, the instance-id, the report URL and token) enters the
-script as base64 inside single quotes and is decoded at run time; only
-integers and fixed words of this module are written as shell text.
+as does the tiny image's init), POSIX sh for busybox ash and dash from the
+``guest_*.sh`` templates beside this module. Every value that comes from the
+model or the agent (names, commands, scripts, the instance-id, the report
+URL and token) enters the script as base64 inside single quotes and is
+decoded at run time; only integers and fixed words of this module are
+written as shell text.
 """
 
 from __future__ import annotations
@@ -124,32 +124,11 @@ def user_data_script(
     ValueError naming the field when a value cannot be delivered (the
     message never contains the token or settings values).
     """
-    wire.check_instance_name(instance)
-    if not 1 <= len(instance_id) <= 128 or not instance_id.isprintable():
-        raise ValueError("instance_id must be 1-128 printable characters")
-    url = report_url.rstrip("/")
-    if not _URL_RE.fullmatch(url):
-        raise ValueError(f"report_url {report_url[:200]!r} is not a plain http(s) URL")
-    if not _TOKEN_RE.fullmatch(token) or len(token) > 1024:
-        raise ValueError("token must be 1-1024 characters of a bearer token (RFC 6750 b64token)")
+    url = _check_delivery(instance, instance_id, report_url, token)
     custom = None if custom_data is None else _decode_base64(custom_data, "osProfile.customData")
-
-    ordered = order(extensions)
-    index = {e.name: i for i, e in enumerate(ordered, start=1)}
-    calls: list[str] = []
-    for i, ext in enumerate(ordered, start=1):
-        if ext.name in RESERVED_NAMES:
-            raise ValueError(
-                f"extension {ext.name!r}: the name is reserved"
-                f" ({STATE_DIR}/extensions/{ext.name} is kvmss's own file)"
-            )
-        step = _step(ext, instance_id=instance_id, report_url=url, token=token)
-        deps = " ".join(str(index[d]) for d in dict.fromkeys(ext.provisionAfterExtensions))
-        calls.append(
-            f"kvmss_extension {i} {_quoted(_b64(ext.name))} {_word(step.kind)}"
-            f" {_quoted(_b64(step.payload))} {_quoted(_word(deps))}\n"
-        )
-
+    calls = _extension_calls(
+        order(extensions), instance_id=instance_id, report_url=url, token=token
+    )
     header = "".join(
         [
             "#!/bin/sh\n",
@@ -170,6 +149,41 @@ def user_data_script(
         + "".join(calls)
         + "kvmss_finish\n"
     )
+
+
+def _check_delivery(instance: str, instance_id: str, report_url: str, token: str) -> str:
+    """The report URL without its trailing slash, once every value the
+    script carries is one it can deliver."""
+    wire.check_instance_name(instance)
+    if not 1 <= len(instance_id) <= 128 or not instance_id.isprintable():
+        raise ValueError("instance_id must be 1-128 printable characters")
+    url = report_url.rstrip("/")
+    if not _URL_RE.fullmatch(url):
+        raise ValueError(f"report_url {report_url[:200]!r} is not a plain http(s) URL")
+    if not _TOKEN_RE.fullmatch(token) or len(token) > 1024:
+        raise ValueError("token must be 1-1024 characters of a bearer token (RFC 6750 b64token)")
+    return url
+
+
+def _extension_calls(
+    ordered: Sequence[wire.Extension], *, instance_id: str, report_url: str, token: str
+) -> list[str]:
+    """One ``kvmss_extension`` line per extension, dependencies as indexes."""
+    index = {e.name: i for i, e in enumerate(ordered, start=1)}
+    calls: list[str] = []
+    for i, ext in enumerate(ordered, start=1):
+        if ext.name in RESERVED_NAMES:
+            raise ValueError(
+                f"extension {ext.name!r}: the name is reserved"
+                f" ({STATE_DIR}/extensions/{ext.name} is kvmss's own file)"
+            )
+        step = _step(ext, instance_id=instance_id, report_url=report_url, token=token)
+        deps = " ".join(str(index[d]) for d in dict.fromkeys(ext.provisionAfterExtensions))
+        calls.append(
+            f"kvmss_extension {i} {_quoted(_b64(ext.name))} {_word(step.kind)}"
+            f" {_quoted(_b64(step.payload))} {_quoted(_word(deps))}\n"
+        )
+    return calls
 
 
 def _step(ext: wire.Extension, *, instance_id: str, report_url: str, token: str) -> _Step:

@@ -9,6 +9,9 @@ the CPU extension; they get TCG (``qemu``).
 from __future__ import annotations
 
 import os
+from typing import Literal
+
+DomainType = Literal["kvm", "qemu", "test"]
 
 KVM_DEVICE = "/dev/kvm"
 CPUINFO = "/proc/cpuinfo"
@@ -43,7 +46,9 @@ def cpu_has_virtualization(cpuinfo: str = CPUINFO) -> bool:
     return False
 
 
-def choose_domain_type(uri: str, kvm_device: str = KVM_DEVICE, cpuinfo: str = CPUINFO) -> str:
+def choose_domain_type(
+    uri: str, kvm_device: str = KVM_DEVICE, cpuinfo: str = CPUINFO
+) -> DomainType:
     """Return "test" for test:/// URIs, "kvm" when KVM is usable, otherwise "qemu" (TCG)."""
     if uri_driver(uri) == "test":
         return "test"

@@ -21,6 +21,7 @@ import libvirt
 
 from hostagent.domxml.domain import Domain
 from kvmss.base.clock import Clock
+from kvmss.base.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,8 @@ class Hypervisor:
             dom.shutdown()
         except libvirt.libvirtError as e:
             log.info("ACPI shutdown of %s refused (%s); forcing it off", name, e)
-        deadline = self.clock.monotonic() + timeout
-        while self.clock.monotonic() < deadline:
-            if not dom.isActive():
-                return True
-            self.clock.sleep(0.25)
+        if wait_until(self.clock, lambda: not dom.isActive(), timeout=timeout, interval=0.25):
+            return True
         log.warning("%s did not shut down within %.0fs; forcing it off", name, timeout)
         try:
             dom.destroy()

@@ -8,11 +8,13 @@ import errno
 import logging
 import os
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from hostagent.contract import wire
-from hostagent.disks.imagecache import ImageCache
+from hostagent.disks.imagecache import ImageCache, ImageRejected
 from hostagent.disks.layout import Layout
 from hostagent.domxml.metadata import Generation, ImageRecord
 from hostagent.guest import extensions, seed, userdata
@@ -23,6 +25,21 @@ from hostagent.network.addresses import Subnet
 from kvmss.base import qemuimg
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def undone_if_failed(undo: Callable[[], None]) -> Iterator[None]:
+    """Run ``undo`` when the block raises: an operation that could not build
+    its generation leaves nothing behind. A rejected image fails it as
+    ``Image<code>``."""
+    try:
+        yield
+    except ImageRejected as e:
+        undo()
+        raise OperationFailed(f"Image{e.code}", str(e)) from None
+    except BaseException:
+        undo()
+        raise
 
 
 @dataclass(frozen=True)
@@ -78,25 +95,7 @@ class GenerationBuilder:
         self.remove(name, number)
         instance_id = f"i-{name}-g{number}-{secrets.token_hex(3)}"
         ordered = extensions.order(spec.extensions)
-        subnet = self.network.subnet
-        content = seed.SeedContent(
-            meta_data=seed.meta_data(instance_id, spec.osProfile.computerName),
-            network_config=seed.network_config(
-                mac, f"{address}/{subnet.prefixlen}", subnet.gateway, [subnet.gateway]
-            ),
-            user_data=userdata.user_data(
-                admin_username=spec.osProfile.adminUsername,
-                ssh_public_keys=spec.osProfile.sshPublicKeys,
-                extensions_script=extensions.user_data_script(
-                    instance=name,
-                    instance_id=instance_id,
-                    extensions=ordered,
-                    report_url=self.report_url(name),
-                    token=self.tokens.token(name),
-                    custom_data=spec.osProfile.customData,
-                ),
-            ),
-        )
+        content = self._seed_content(name, instance_id, spec, ordered, address, mac)
         try:
             qemuimg.create_overlay(os_disk, base)
             seed.write_seed_iso(seed_iso, content)
@@ -123,6 +122,35 @@ class GenerationBuilder:
             kernel=str(kernel) if kernel else None,
             initrd=str(initrd) if initrd else None,
             cmdline=image.cmdline or None,
+        )
+
+    def _seed_content(
+        self,
+        name: str,
+        instance_id: str,
+        spec: wire.InstanceSpec,
+        ordered: list[wire.Extension],
+        address: str,
+        mac: str,
+    ) -> seed.SeedContent:
+        subnet = self.network.subnet
+        return seed.SeedContent(
+            meta_data=seed.meta_data(instance_id, spec.osProfile.computerName),
+            network_config=seed.network_config(
+                mac, f"{address}/{subnet.prefixlen}", subnet.gateway, [subnet.gateway]
+            ),
+            user_data=userdata.user_data(
+                admin_username=spec.osProfile.adminUsername,
+                ssh_public_keys=spec.osProfile.sshPublicKeys,
+                extensions_script=extensions.user_data_script(
+                    instance=name,
+                    instance_id=instance_id,
+                    extensions=ordered,
+                    report_url=self.report_url(name),
+                    token=self.tokens.token(name),
+                    custom_data=spec.osProfile.customData,
+                ),
+            ),
         )
 
     def _not_written(

@@ -189,9 +189,5 @@ class Operations:
                 if o.status == "InProgress" and o.id not in self._busy.values()
             ]
 
-    def mark_busy(self, op: wire.Operation) -> None:
-        with self._lock:
-            self._busy[op.instance] = op.id
-
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -20,6 +20,7 @@ from hostagent.hypervisor.virt import HypervisorError
 from hostagent.lifecycle.instances import InstanceManager
 from hostagent.lifecycle.journal import Entry
 from hostagent.lifecycle.operations import OperationFailed, Operations
+from hostagent.lifecycle.records import meta
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def recover(mgr: InstanceManager, ops: Operations) -> list[tuple[str, str, str]]
         )
         settled.append((op.instance, op.kind, "Failed (Interrupted)"))
     for dom in mgr.hv.owned():
-        for p in mgr.sweep_orphans(dom.name):
+        for p in mgr.cleanup.sweep_orphans(dom.name):
             log.warning("removed orphan %s", p)
     return settled
 
@@ -63,7 +64,7 @@ def _settle(mgr: InstanceManager, entry: Entry) -> wire.ErrorInfo | None:
     try:
         if entry.kind == "create":
             if mgr.hv.get(name) is None:
-                mgr.undo_create(entry)
+                mgr.creation.undo(entry)
                 return _interrupted("create", "before the domain was defined; undone")
             mgr.journal.record(entry.at("starting"))
             mgr.start(entry.operation, name)
@@ -71,19 +72,19 @@ def _settle(mgr: InstanceManager, entry: Entry) -> wire.ErrorInfo | None:
             dom = mgr.hv.get(name)
             if dom is None:
                 return _interrupted("reimage", "and the domain is gone")
-            if mgr.meta(dom).current.number == int(entry.data["to"]):
-                mgr.finish_reimage(entry)
+            if meta(dom).current.number == int(entry.data["to"]):
+                mgr.reimaging.finish_reimage(entry)
             else:
-                mgr.undo_reimage(entry)
+                mgr.reimaging.undo_reimage(entry)
                 return _interrupted(
                     "reimage", "before the OS disk swap; undone, the instance keeps its old disk"
                 )
         elif entry.kind == "rollback":
-            mgr.redo_rollback(entry)
+            mgr.reimaging.redo_rollback(entry)
         elif entry.kind == "commit":
-            mgr.redo_commit(entry)
+            mgr.reimaging.redo_commit(entry)
         elif entry.kind == "delete":
-            mgr.redo_delete(entry)
+            mgr.deletion.redo_delete(entry)
         else:
             return _interrupted(entry.kind, "and the agent does not know this kind")
     except OperationFailed as e:

@@ -79,14 +79,6 @@ class Subnet:
         """
         return _parse_ipv4(addr, "address") in self._net
 
-    def is_guest_address(self, addr: str) -> bool:
-        """Whether ``addr`` is one a guest may hold: in the subnet, after the gateway,
-        before the broadcast address."""
-        a = _parse_ipv4(addr, "address")
-        first = self._net.network_address + 2
-        last = self._net.broadcast_address - 1
-        return first <= a <= last
-
     def allocate(self, in_use: set[str]) -> str:
         """The lowest guest address after the gateway that is not in ``in_use``.
 

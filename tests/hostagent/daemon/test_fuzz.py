@@ -33,6 +33,7 @@ from hostagent.daemon.service import Agent
 from kvmss.base.clock import SystemClock
 from tests.apifuzz import CaseMapper, Draw, FuzzCase, Observer, fuzz_app, known_values
 from tests.fixtures import make_qcow2, sha256_file, storage_root
+from tests.hostagent.lifecycle.test_agent_lifecycle import foreign_domain_xml
 
 TOKEN = "agent-fuzz-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -43,17 +44,6 @@ KNOWN_INSTANCE = "fz-known"
 # A domain on the host that kvmss did not define (and whose XML it does not
 # model): the fuzz must neither choke on it nor touch it.
 FOREIGN = "fz-foreign"
-FOREIGN_XML = f"""<domain type='test'>
-  <name>{FOREIGN}</name>
-  <memory unit='MiB'>64</memory>
-  <os><type>hvm</type></os>
-  <devices>
-    <disk type='file' device='disk'>
-      <source file='/var/lib/libvirt/images/{FOREIGN}.img'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-  </devices>
-</domain>"""
 KNOWN = {"name": [KNOWN_INSTANCE, KNOWN_INSTANCE, FOREIGN]}
 REFERENCE = {"publisher": "kvmss", "offer": "tiny", "sku": "1", "version": "1"}
 
@@ -99,7 +89,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         )
         agent = Agent.build(cfg, SystemClock())
         agent.start()
-        agent.hv.conn().defineXML(FOREIGN_XML)
+        agent.hv.conn().defineXML(foreign_domain_xml(FOREIGN))
         app = create_app(agent)
         try:
             yield Env(app, TestClient(app), agent, files, images, boot)

@@ -31,6 +31,35 @@ def _inst(root: str, instance: str) -> str:
     return f"{root}/instances/{instance}"
 
 
+def generation(
+    root: str, instance: str, number: int, image: ImageRecord, kernel_sha: str | None = None
+) -> Generation:
+    """Generation ``number`` of ``instance`` with its files under ``root``;
+    with ``kernel_sha``, booting the cached kernel and initrd of that image."""
+    inst = _inst(root, instance)
+    cache = f"{root}/cache"
+    return Generation(
+        number=number,
+        instance_id=f"{instance}-g{number}",
+        os_disk=f"{inst}/os-{number}.qcow2",
+        seed=f"{inst}/seed-{number}.iso",
+        image=image,
+        kernel=f"{cache}/kernel-{kernel_sha[:12]}" if kernel_sha else None,
+        initrd=f"{cache}/initrd-{kernel_sha[:12]}" if kernel_sha else None,
+        cmdline=CMDLINE if kernel_sha else None,
+    )
+
+
+def _writable(path: str, target: str, serial: str) -> Disk:
+    return Disk(
+        path=path, target=target, bus="virtio", serial=serial, cache="writeback", discard="unmap"
+    )
+
+
+def _seed(path: str) -> Disk:
+    return Disk(path=path, target="sda", bus="sata", device="cdrom", format="raw", readonly=True)
+
+
 def direct_kernel_metadata(root: str = GOLDEN_ROOT) -> Metadata:
     """web-0 on its second generation (direct kernel boot), two data disks."""
     inst = _inst(root, "web-0")
@@ -38,26 +67,8 @@ def direct_kernel_metadata(root: str = GOLDEN_ROOT) -> Metadata:
         instance="web-0",
         address="10.77.0.5",
         mac="52:54:00:4b:1d:05",
-        current=Generation(
-            number=2,
-            instance_id="web-0-g2",
-            os_disk=f"{inst}/os-2.qcow2",
-            seed=f"{inst}/seed-2.iso",
-            image=IMAGE_V2,
-            kernel=f"{root}/cache/kernel-{SHA_V2[:12]}",
-            initrd=f"{root}/cache/initrd-{SHA_V2[:12]}",
-            cmdline=CMDLINE,
-        ),
-        previous=Generation(
-            number=1,
-            instance_id="web-0-g1",
-            os_disk=f"{inst}/os-1.qcow2",
-            seed=f"{inst}/seed-1.iso",
-            image=IMAGE_V1,
-            kernel=f"{root}/cache/kernel-{SHA_V1[:12]}",
-            initrd=f"{root}/cache/initrd-{SHA_V1[:12]}",
-            cmdline=CMDLINE,
-        ),
+        current=generation(root, "web-0", 2, IMAGE_V2, SHA_V2),
+        previous=generation(root, "web-0", 1, IMAGE_V1, SHA_V1),
         data_disks=(
             DataDiskRecord(lun=0, size_gb=4, path=f"{inst}/data-lun0.qcow2"),
             DataDiskRecord(lun=1, size_gb=16, path=f"{inst}/data-lun1.qcow2"),
@@ -86,38 +97,10 @@ def direct_kernel_domain(
             cmdline=CMDLINE,
         ),
         disks=(
-            Disk(
-                path=f"{inst}/os-2.qcow2",
-                target="vda",
-                bus="virtio",
-                serial="os",
-                cache="writeback",
-                discard="unmap",
-            ),
-            Disk(
-                path=f"{inst}/data-lun0.qcow2",
-                target="vdb",
-                bus="virtio",
-                serial="lun0",
-                cache="writeback",
-                discard="unmap",
-            ),
-            Disk(
-                path=f"{inst}/data-lun1.qcow2",
-                target="vdc",
-                bus="virtio",
-                serial="lun1",
-                cache="writeback",
-                discard="unmap",
-            ),
-            Disk(
-                path=f"{inst}/seed-2.iso",
-                target="sda",
-                bus="sata",
-                device="cdrom",
-                format="raw",
-                readonly=True,
-            ),
+            _writable(f"{inst}/os-2.qcow2", "vda", "os"),
+            _writable(f"{inst}/data-lun0.qcow2", "vdb", "lun0"),
+            _writable(f"{inst}/data-lun1.qcow2", "vdc", "lun1"),
+            _seed(f"{inst}/seed-2.iso"),
         ),
         interfaces=(Interface(bridge="kvmss0", mac="52:54:00:4b:1d:05"),),
         metadata=md,
@@ -128,24 +111,14 @@ def direct_kernel_domain(
 
 def firmware_metadata(root: str = GOLDEN_ROOT) -> Metadata:
     """db-1 on its first generation (firmware boot), no previous, no data disks."""
-    inst = _inst(root, "db-1")
+    image = ImageRecord(
+        publisher="kvmss", offer="debian", sku="12", version="2024.1.15", sha256=SHA_V1
+    )
     return Metadata(
         instance="db-1",
         address="10.77.0.6",
         mac="52:54:00:4b:1d:06",
-        current=Generation(
-            number=1,
-            instance_id="db-1-g1",
-            os_disk=f"{inst}/os-1.qcow2",
-            seed=f"{inst}/seed-1.iso",
-            image=ImageRecord(
-                publisher="kvmss",
-                offer="debian",
-                sku="12",
-                version="2024.1.15",
-                sha256=SHA_V1,
-            ),
-        ),
+        current=generation(root, "db-1", 1, image),
     )
 
 
@@ -163,24 +136,7 @@ def firmware_domain(
         memory_mib=2048,
         vcpus=2,
         os=OsBoot(),
-        disks=(
-            Disk(
-                path=f"{inst}/os-1.qcow2",
-                target="vda",
-                bus="virtio",
-                serial="os",
-                cache="writeback",
-                discard="unmap",
-            ),
-            Disk(
-                path=f"{inst}/seed-1.iso",
-                target="sda",
-                bus="sata",
-                device="cdrom",
-                format="raw",
-                readonly=True,
-            ),
-        ),
+        disks=(_writable(f"{inst}/os-1.qcow2", "vda", "os"), _seed(f"{inst}/seed-1.iso")),
         interfaces=(Interface(bridge="kvmss0", mac="52:54:00:4b:1d:06"),),
         metadata=md,
         cpu_mode="host-passthrough",

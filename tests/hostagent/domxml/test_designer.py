@@ -2,11 +2,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +15,6 @@ from hostagent.domxml.designer import (
     apply_generation,
     data_disk_target,
     design,
-    os_disk_path,
 )
 from hostagent.domxml.devices import Disk
 from hostagent.domxml.domain import Domain
@@ -32,23 +28,9 @@ from tests.hostagent.domxml.domain_samples import (
     direct_kernel_metadata,
     firmware_domain,
     firmware_metadata,
+    generation,
     golden_text,
 )
-
-SCRATCH_BASE = Path("/var/tmp/kvmss-tests")
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A directory libvirt's QEMU user can traverse (mode 0755), removed afterwards."""
-    SCRATCH_BASE.mkdir(parents=True, exist_ok=True)
-    os.chmod(SCRATCH_BASE, 0o755)
-    path = Path(tempfile.mkdtemp(prefix="designer-", dir=SCRATCH_BASE))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _layout(
@@ -74,17 +56,17 @@ def _layout(
 
 
 def _generation_3(root: str = GOLDEN_ROOT) -> Generation:
-    inst = f"{root}/instances/web-0"
-    return Generation(
-        number=3,
-        instance_id="web-0-g3",
-        os_disk=f"{inst}/os-3.qcow2",
-        seed=f"{inst}/seed-3.iso",
-        image=IMAGE_V2,
+    return replace(
+        generation(root, "web-0", 3, IMAGE_V2),
         kernel=f"{root}/cache/kernel-new",
         initrd=f"{root}/cache/initrd-new",
         cmdline="console=ttyS0 root=/dev/vda ro",
     )
+
+
+def os_disk_path(domain: Domain) -> str:
+    (path,) = [d.path for d in domain.disks if d.target == "vda"]
+    return path
 
 
 def _disk_xml(disk: Disk) -> bytes:
@@ -250,13 +232,6 @@ def test_apply_generation_needs_os_disk_and_seed() -> None:
         apply_generation(replace(domain, disks=domain.disks[1:]), md)
     with pytest.raises(ValueError, match="no seed cdrom on target sda"):
         apply_generation(replace(domain, disks=domain.disks[:-1]), md)
-
-
-def test_os_disk_path() -> None:
-    domain = design(_layout(direct_kernel_metadata()))
-    assert os_disk_path(domain) == "/var/lib/kvmss/instances/web-0/os-2.qcow2"
-    with pytest.raises(ValueError, match="no OS disk on target vda"):
-        os_disk_path(replace(domain, disks=domain.disks[1:]))
 
 
 @pytest.mark.parametrize("uri", ["test:///default", "qemu:///system"])

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,21 +21,6 @@ from tests.hostagent.domxml.domain_samples import (
     firmware_domain,
     golden_text,
 )
-
-SCRATCH_BASE = Path("/var/tmp/kvmss-tests")
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A directory libvirt's QEMU user can traverse (mode 0755), removed afterwards."""
-    SCRATCH_BASE.mkdir(parents=True, exist_ok=True)
-    os.chmod(SCRATCH_BASE, 0o755)
-    path = Path(tempfile.mkdtemp(prefix="domxml-", dir=SCRATCH_BASE))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _golden(name: str) -> str:

@@ -24,6 +24,8 @@ import pytest
 
 from hostagent.contract import wire
 from hostagent.guest import extensions
+from kvmss.base.clock import SystemClock
+from kvmss.base.waiting import wait_for, wait_until
 from tests.hostagent.guest.test_extension_scripts import INSTANCE, INSTANCE_ID, b64, ext, script_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,12 +69,13 @@ class Agent:
             return [r for r in self.requests if r.method == "POST" and r.path.startswith(prefix)]
 
     def wait_for(self, pred: Callable[[list[Request]], bool], seconds: float) -> list[Request]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            got = self.posts()
-            if pred(got):
-                return got
-            time.sleep(0.1)
+        def attempt() -> list[Request] | None:
+            posts = self.posts()
+            return posts if pred(posts) else None
+
+        got = wait_for(SystemClock(), attempt, timeout=seconds, interval=0.1)
+        if got is not None:
+            return got
         raise AssertionError(f"condition not met in {seconds}s; requests: {self.posts()}")
 
 
@@ -204,10 +207,10 @@ def work(tmp_path: Path) -> Iterator[Path]:
 
 
 def _wait_gone(pid: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if Path(f"/proc/{pid}").exists():
+    gone = wait_until(
+        SystemClock(), lambda: not Path(f"/proc/{pid}").exists(), timeout=seconds, interval=0.1
+    )
+    if not gone:
         os.kill(pid, 9)
         raise AssertionError(f"health loop {pid} did not stop when its pid file went away")
 

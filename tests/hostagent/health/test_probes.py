@@ -12,6 +12,7 @@ import pytest
 from hostagent.contract import wire
 from hostagent.health.probes import Prober, ProbeResult, ProbeTracker, probe_once, probe_timeout
 from kvmss.base.clock import FakeClock, SystemClock, iso8601
+from kvmss.base.waiting import wait_until
 
 SECRET_BODY = "s3cr3t-body-never-in-errors"
 
@@ -382,9 +383,7 @@ def test_slow_probe_does_not_block_others_and_is_not_stacked(
     prober.watch("fast", http(web.port, "/ok", interval=1, n=1), "127.0.0.1")
     t0 = time.monotonic()
     assert prober.run_due(clock.monotonic(), wait=False) == 2
-    deadline = time.monotonic() + 0.8
-    while prober.healthy("fast") is not True and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(SystemClock(), lambda: prober.healthy("fast") is True, timeout=0.8, interval=0.01)
     assert prober.healthy("fast") is True
     assert prober.status("slow") == wire.ProbeStatus()  # still waiting for its answer
     clock.advance(1)
@@ -452,11 +451,10 @@ def test_thread_with_system_clock(web: Web, black_hole: int) -> None:
         p.watch("web-0", http(web.port, "/ready", interval=1, n=2), "127.0.0.1")
         # keeps a worker busy for up to 1 s at every interval, also while stopping
         p.watch("dead", http(black_hole, "/ok", interval=1, n=2), "127.0.0.1")
-        t0 = time.monotonic()
-        while p.healthy("web-0") is not True and time.monotonic() - t0 < 5.0:
-            time.sleep(0.05)
-        assert p.healthy("web-0") is True
-        assert time.monotonic() - t0 < 5.0
+        healthy = wait_until(
+            SystemClock(), lambda: p.healthy("web-0") is True, timeout=5.0, interval=0.05
+        )
+        assert healthy
     finally:
         t1 = time.monotonic()
         p.stop()

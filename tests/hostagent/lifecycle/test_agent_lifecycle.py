@@ -336,13 +336,16 @@ def test_a_guest_token_that_is_not_ascii_is_401(env: Env) -> None:
 
 # -- domains kvmss does not own --------------------------------------------------
 
-FOREIGN_XML = """<domain type='test'>
-  <name>foreign-vm</name>
+
+def foreign_domain_xml(name: str) -> str:
+    """A domain kvmss did not define, and whose XML it does not model."""
+    return f"""<domain type='test'>
+  <name>{name}</name>
   <memory unit='MiB'>64</memory>
   <os><type>hvm</type></os>
   <devices>
     <disk type='file' device='disk'>
-      <source file='/var/lib/libvirt/images/foreign.img'/>
+      <source file='/var/lib/libvirt/images/{name}.img'/>
       <target dev='vda' bus='virtio'/>
     </disk>
   </devices>
@@ -352,7 +355,7 @@ FOREIGN_XML = """<domain type='test'>
 def test_a_domain_kvmss_does_not_own_is_404_and_left_alone(env: Env) -> None:
     # regression: its XML (a disk without <driver>) made GET a 500; a create
     # of its name left files behind, and a delete then undefined the domain
-    env.agent.hv.conn().defineXML(FOREIGN_XML)
+    env.agent.hv.conn().defineXML(foreign_domain_xml("foreign-vm"))
     try:
         r = env.api.get("/v1/instances/foreign-vm", headers=AUTH)
         assert r.status_code == 404, r.text
@@ -395,13 +398,13 @@ def test_reimage_interrupted_at_each_step_settles_on_restart(
             died.set()
             raise _Killed
 
-    monkeypatch.setattr("hostagent.lifecycle.instances.crash_point", die)
+    monkeypatch.setattr("hostagent.lifecycle.reimage.crash_point", die)
     body = {"image": env.images["2"].model_dump(mode="json", exclude_none=True)}
     r = env.api.post(f"/v1/instances/{n}/reimage", json=body, headers=AUTH)
     op_id = r.json()["id"]
     assert died.wait(10)
     SystemClock().sleep(0.05)
-    monkeypatch.setattr("hostagent.lifecycle.instances.crash_point", faults.crash_point)
+    monkeypatch.setattr("hostagent.lifecycle.reimage.crash_point", faults.crash_point)
     assert env.agent.ops.get(op_id).status == "InProgress"  # type: ignore[union-attr]
     env.agent.prober.stop()
     env.restart()

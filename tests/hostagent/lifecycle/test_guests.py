@@ -8,7 +8,7 @@ agent killed with SIGKILL after each step of a reimage, then restarted.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,8 @@ from bench.served import FileServer, tiny_image_spec
 from hostagent.contract import wire
 from hostagent.contract.client import AgentClient
 from images.tiny.build import build
+from kvmss.base.clock import SystemClock
+from kvmss.base.waiting import wait_for
 from tests.agentproc import REPO, AgentProcess
 from tests.fixtures import sha256_file, storage_root
 
@@ -95,16 +97,18 @@ def spec(lab: Lab, version: str, *, extensions: list[wire.Extension] | None = No
 
 
 def wait_view(
-    client: AgentClient, name: str, pred: object, timeout: float = 180
+    client: AgentClient, name: str, pred: Callable[[wire.InstanceView], bool], timeout: float = 180
 ) -> wire.InstanceView:
-    deadline = time.monotonic() + timeout
-    view = None
-    while time.monotonic() < deadline:
-        view = client.instance(name)
-        if view is not None and pred(view):  # type: ignore[operator]
-            return view
-        time.sleep(0.5)
-    raise AssertionError(f"{name} never got there; last view: {view}")
+    last: list[wire.InstanceView | None] = [None]
+
+    def attempt() -> wire.InstanceView | None:
+        last[0] = view = client.instance(name)
+        return view if view is not None and pred(view) else None
+
+    got = wait_for(SystemClock(), attempt, timeout=timeout, interval=0.5)
+    if got is None:
+        raise AssertionError(f"{name} never got there; last view: {last[0]}")
+    return got
 
 
 def healthy(v: wire.InstanceView) -> bool:

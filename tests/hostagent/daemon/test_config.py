@@ -1,0 +1,37 @@
+"""The agent's configuration: what it accepts, and its secret kept out of reprs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hostagent.daemon.config import AgentConfig, ConfigError
+
+TOKEN = "agent-config-token-0123456789"
+
+
+def test_the_token_is_kept_out_of_the_repr(tmp_path: Path) -> None:
+    cfg = AgentConfig.from_dict(
+        {"name": "host-a", "token": TOKEN, "storage_dir": "agent"}, tmp_path
+    )
+    assert cfg.token == TOKEN
+    assert TOKEN not in repr(cfg)
+    assert cfg.storage_dir == (tmp_path / "agent").resolve()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("name", "not a host", "name"),
+        ("bridge", {"name": "a-bridge-name-too-long"}, "bridge.name"),
+        ("bridge", {"subnet": "10.77.0.0/30"}, "bridge.subnet"),
+        ("guest_port", 70000, "guest_port"),
+        ("shutdown_timeout", 0, "shutdown_timeout"),
+        ("guest_isolation", "yes", "guest_isolation"),
+    ],
+)
+def test_bad_values_name_the_field(key: str, value: object, field: str) -> None:
+    raw = {"name": "host-a", "token": TOKEN, key: value}
+    with pytest.raises(ConfigError, match=f"^{field}:"):
+        AgentConfig.from_dict(raw)
