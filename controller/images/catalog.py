@@ -147,7 +147,7 @@ class Catalog:
         _check_version(version)
         ref = ImageRef(publisher, offer, sku, version)
         self._check_boot(kernel, initrd, cmdline)
-        if self.store.get_image(publisher, offer, sku, version) is not None:
+        if self.store.images.get(publisher, offer, sku, version) is not None:
             raise CatalogError("AlreadyExists", f"image {ref}: this version is already published")
 
         parts: list[Path] = []
@@ -184,7 +184,7 @@ class Catalog:
                         initrd_sha256=iblob.sha256 if iblob else None,
                         cmdline=cmdline,
                     )
-                    self.store.add_image(rec)
+                    self.store.images.add(rec)
                 except BaseException:
                     for path in created:
                         path.unlink(missing_ok=True)
@@ -313,7 +313,7 @@ class Catalog:
         """The record of that version, or of the newest one for ``latest``."""
         ref = ImageRef(publisher, offer, sku, version)
         if version.lower() == LATEST:
-            recs = {r.version: r for r in self.store.list_images(publisher, offer, sku)}
+            recs = {r.version: r for r in self.store.images.matching(publisher, offer, sku)}
             best = newest(recs)
             if best is None:
                 raise CatalogError(
@@ -321,20 +321,20 @@ class Catalog:
                     f"image {ref}: no version of {publisher}/{offer}/{sku} is published",
                 )
             return recs[best]
-        rec = self.store.get_image(publisher, offer, sku, version)
+        rec = self.store.images.get(publisher, offer, sku, version)
         if rec is None:
             raise CatalogError("ImageNotFound", f"image {ref}: not found")
         return rec
 
     def versions(self, publisher: str, offer: str, sku: str) -> list[ImageRecord]:
         """Every published version of the sku, newest first."""
-        recs = {r.version: r for r in self.store.list_images(publisher, offer, sku)}
+        recs = {r.version: r for r in self.store.images.matching(publisher, offer, sku)}
         return [recs[v] for v in sort_newest_first(recs)]
 
     def offers(self) -> list[SkuEntry]:
         """Every sku with at least one version, by publisher, offer, sku."""
         by_sku: dict[tuple[str, str, str], list[str]] = {}
-        for r in self.store.list_images():
+        for r in self.store.images.matching():
             by_sku.setdefault((r.publisher, r.offer, r.sku), []).append(r.version)
         return [
             SkuEntry(pub, offer, sku, tuple(sort_newest_first(vs)))

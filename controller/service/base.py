@@ -76,14 +76,14 @@ class ControllerBase:
         t.start()
 
     def model(self, name: str) -> ScaleSetModel:
-        rec = self.store.get_scale_set(name)
+        rec = self.store.scale_sets.get(name)
         if rec is None:
             raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
         return parse_scale_set(name, rec.body)
 
     def _must_exist(self, name: str) -> None:
         """404 unless the scale set exists (cheaper than parsing its model)."""
-        if self.store.get_scale_set(name) is None:
+        if self.store.scale_sets.get(name) is None:
             raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
 
     def _wait_op(self, host: str, op: wire.Operation) -> wire.Operation:

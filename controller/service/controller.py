@@ -59,7 +59,7 @@ class Controller(HostRegistry, ScaleSets, Reconciler, UpgradeStarts, SetViews):
         self.views = InstanceViews(
             agents,
             host_lister(agents),
-            lambda: [h.name for h in store.list_hosts()],
+            lambda: [h.name for h in store.hosts.all()],
             clock,
             settings.view_refresh_seconds,
         )
@@ -81,13 +81,13 @@ class Controller(HostRegistry, ScaleSets, Reconciler, UpgradeStarts, SetViews):
         """After a restart: every upgrade still RollingForward continues, and
         the rollbacks an ended one decided but could not confirm (their host
         did not answer) are carried out once their hosts answer."""
-        for up in self.store.running_upgrades():
+        for up in self.store.upgrades.all_running():
             log.warning("resuming upgrade %s of %s", up.id, up.scale_set)
             self._spawn(up.id)
         now = self.clock.now()
-        for ss in self.store.list_scale_sets():
-            for up in self.store.history(ss.name, now):
-                rows = self.store.list_upgrade_instances(up.id)
+        for ss in self.store.scale_sets.all():
+            for up in self.store.upgrades.history(ss.name, now):
+                rows = self.store.upgrade_instances.of(up.id)
                 if up.status != "RollingForward" and any(unconfirmed(u) for u in rows):
                     log.warning("settling rollbacks upgrade %s of %s left", up.id, up.scale_set)
                     self._settle_later(up.id)

@@ -29,7 +29,7 @@ class HostRegistry(ControllerBase):
             known = self._endpoints.get(host)
         if known is not None and now - known[0] < HOST_ENDPOINT_TTL_SECONDS:
             return known[1]
-        rec = self.store.get_host(host)
+        rec = self.store.hosts.get(host)
         if rec is None:
             raise AgentError(404, "HostNotFound", f"host {host[:80]!r} is not registered")
         with self._lock:
@@ -53,14 +53,14 @@ class HostRegistry(ControllerBase):
             raise ControllerError(
                 400, "InvalidParameter", f"name: the agent at {url} calls itself {view.name}"
             )
-        if self.store.get_host(name) is not None:
+        if self.store.hosts.get(name) is not None:
             raise ControllerError(409, "Conflict", f"host {name} is already registered")
-        self.store.add_host(HostRecord(name, url, token, self.clock.now()))
+        self.store.hosts.add(HostRecord(name, url, token, self.clock.now()))
         self._forget_endpoint(name)
         return self.host_view(name)
 
     def host_view(self, name: str) -> dict[str, Any]:
-        rec = self.store.get_host(name)
+        rec = self.store.hosts.get(name)
         if rec is None:
             raise ControllerError(404, "NotFound", f"host {name[:80]!r} is not registered")
         out: dict[str, Any] = {"name": rec.name, "url": rec.url, "reachable": False}
@@ -78,18 +78,18 @@ class HostRegistry(ControllerBase):
         return out
 
     def list_hosts(self) -> list[dict[str, Any]]:
-        return [self.host_view(h.name) for h in self.store.list_hosts()]
+        return [self.host_view(h.name) for h in self.store.hosts.all()]
 
     def remove_host(self, name: str) -> None:
-        if self.store.get_host(name) is None:
+        if self.store.hosts.get(name) is None:
             raise ControllerError(404, "NotFound", f"host {name[:80]!r} is not registered")
-        for ss in self.store.list_scale_sets():
-            used = [i.name for i in self.store.list_instances(ss.name) if i.host == name]
+        for ss in self.store.scale_sets.all():
+            used = [i.name for i in self.store.instances.of(ss.name) if i.host == name]
             if used:
                 raise ControllerError(
                     409,
                     "HostInUse",
                     f"host {name} still runs {len(used)} instances ({used[0]}, ...)",
                 )
-        self.store.delete_host(name)
+        self.store.hosts.delete(name)
         self._forget_endpoint(name)

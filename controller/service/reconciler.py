@@ -53,13 +53,13 @@ class Reconciler(ImageSpecs):
                 model = self.model(name)
             except ControllerError:
                 return
-            insts = self.store.list_instances(name)
+            insts = self.store.instances.of(name)
             extra = placement.ids_to_remove([i.instance_id for i in insts], model.capacity)
             for iid in extra:
                 inst = next(i for i in insts if i.instance_id == iid)
                 self._delete_instance(inst)
             if extra:
-                insts = self.store.list_instances(name)
+                insts = self.store.instances.of(name)
             next_id = max((int(i.instance_id) for i in insts), default=-1) + 1
             new = placement.new_instance_ids(
                 [i.instance_id for i in insts], model.capacity, next_id
@@ -67,13 +67,13 @@ class Reconciler(ImageSpecs):
             if not new and all(i.state != "Creating" for i in insts):
                 return  # the common case: a change that leaves the capacity alone
             target = self.resolve(model.image_reference)
-            hosts = [h.name for h in self.store.list_hosts()]
+            hosts = [h.name for h in self.store.hosts.all()]
             try:
                 where = placement.place(new, hosts, {i.instance_id: i.host for i in insts})
             except placement.PlacementError as e:
                 log.error("%s: %s", name, e)
                 return
-            self.store.add_instances(
+            self.store.instances.add_many(
                 [
                     InstanceRecord(
                         name,
@@ -88,7 +88,7 @@ class Reconciler(ImageSpecs):
                     for iid, (host, ud, fd) in where.items()
                 ]
             )
-            pending = [i for i in self.store.list_instances(name) if i.state == "Creating"]
+            pending = [i for i in self.store.instances.of(name) if i.state == "Creating"]
             spec_image = self.image_spec(target)
             ops = []
             for inst in pending:
@@ -102,13 +102,13 @@ class Reconciler(ImageSpecs):
                     ops.append((inst, self.agents.put_instance(inst.host, inst.name, spec)))
                 except AgentError as e:
                     log.error("%s: create failed: %s", inst.name, e)
-                    self.store.update_instance(name, inst.instance_id, state="Failed")
+                    self.store.instances.update(name, inst.instance_id, state="Failed")
             # One write for every outcome known, made before each wait: a
             # scale-out of hundreds is a few commits, not hundreds.
             settled: dict[str, str] = {}
             for inst, op in ops:
                 if op.status == "InProgress" and settled:
-                    self.store.set_instance_states(name, settled)
+                    self.store.instances.set_states(name, settled)
                     settled = {}
                 done = self._wait_op(inst.host, op)
                 if done.status != "Succeeded":
@@ -120,7 +120,7 @@ class Reconciler(ImageSpecs):
                     log.error("%s: create failed on %s: %s", inst.name, inst.host, why)
                 settled[inst.instance_id] = "Running" if done.status == "Succeeded" else "Failed"
             if settled:
-                self.store.set_instance_states(name, settled)
+                self.store.instances.set_states(name, settled)
 
     def _delete_instance(self, inst: InstanceRecord) -> None:
         try:
@@ -128,4 +128,4 @@ class Reconciler(ImageSpecs):
             self._wait_op(inst.host, op)
         except AgentError as e:
             log.warning("deleting %s on %s: %s", inst.name, inst.host, e)
-        self.store.delete_instance(inst.scale_set, inst.instance_id)
+        self.store.instances.delete(inst.scale_set, inst.instance_id)

@@ -38,14 +38,14 @@ class ScaleSets(Reconciler, UpgradeStarts):
     def body(self, name: str) -> dict[str, Any]:
         """The scale set as GET shows it (customData redacted). Read-only: the
         dict is shared by every caller until the model changes."""
-        rec = self.store.get_scale_set(name)
+        rec = self.store.scale_sets.get(name)
         if rec is None:
             raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
         return self._shown(rec)
 
     def bodies(self) -> list[dict[str, Any]]:
         """Every scale set as GET shows it, by name (read-only, as :meth:`body`)."""
-        return [self._shown(r) for r in self.store.list_scale_sets()]
+        return [self._shown(r) for r in self.store.scale_sets.all()]
 
     def _shown(self, rec: ScaleSetRecord) -> dict[str, Any]:
         # Dashboards read the same models over and over; parsing and showing
@@ -67,7 +67,7 @@ class ScaleSets(Reconciler, UpgradeStarts):
         over the generation it was computed from, else computed again from
         the newer one, so two clients patching at once both keep their change."""
         for _ in range(PATCH_ATTEMPTS):
-            old = self.store.get_scale_set(name)
+            old = self.store.scale_sets.get(name)
             if old is None:
                 raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
             try:
@@ -99,20 +99,20 @@ class ScaleSets(Reconciler, UpgradeStarts):
             ) from None
         expected: int | None = None
         if isinstance(old, _Unread):
-            old = self.store.get_scale_set(model.name)
+            old = self.store.scale_sets.get(model.name)
         else:
             expected = old.generation if old is not None else 0
         before = parse_scale_set(model.name, old.body) if old else None
         old_ref = before.image_reference if before else None
         image_changed = old_ref is not None and old_ref != ref
-        if image_changed and self.store.running_upgrade(model.name) is not None:
+        if image_changed and self.store.upgrades.running(model.name) is not None:
             raise ControllerError(
                 409,
                 "OperationNotAllowed",
                 f"scale set {model.name} has a rolling upgrade running; cancel it before"
                 " changing properties.virtualMachineProfile.storageProfile.imageReference",
             )
-        self.store.put_scale_set(model.name, model.to_body(defaults=False), expected)
+        self.store.scale_sets.put(model.name, model.to_body(defaults=False), expected)
         if before is None or before.capacity != model.capacity or self._unsettled(model):
             self._reconcile_later(model.name)
         if image_changed:
@@ -122,14 +122,14 @@ class ScaleSets(Reconciler, UpgradeStarts):
     def _unsettled(self, model: ScaleSetModel) -> bool:
         """Whether reconciling has work: instances short of or above the
         capacity, or left Creating (most changes, a tag, leave none)."""
-        count, creating = self.store.instance_counts(model.name)
+        count, creating = self.store.instances.counts(model.name)
         return count != model.capacity or creating > 0
 
     def _apply_model_image(self, model: ScaleSetModel) -> None:
         """An explicit image change (version, sku or another image) reaches the
         existing instances by the upgrade mode: Manual waits for manualUpgrade,
         Automatic reimages them all at once, Rolling runs a rolling upgrade."""
-        if model.mode == "Manual" or not self.store.list_instances(model.name):
+        if model.mode == "Manual" or not self.store.instances.of(model.name):
             return
         target = self.resolve(model.image_reference)
         if model.mode == "Automatic":
@@ -141,15 +141,15 @@ class ScaleSets(Reconciler, UpgradeStarts):
 
     def delete_scale_set(self, name: str) -> None:
         self.model(name)
-        if self.store.running_upgrade(name) is not None:
+        if self.store.upgrades.running(name) is not None:
             raise ControllerError(409, "Conflict", f"scale set {name} has an upgrade running")
         # The reconcile creates instances under the same lock: none can
         # appear between the listing and the delete.
         with self._set_lock(name):
-            for inst in self.store.list_instances(name):
+            for inst in self.store.instances.of(name):
                 self._delete_instance(inst)
             try:
-                self.store.delete_scale_set(name)
+                self.store.scale_sets.delete(name)
             except Conflict:
                 raise ControllerError(
                     409, "Conflict", f"scale set {name} is changing; try again"

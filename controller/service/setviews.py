@@ -19,14 +19,14 @@ class SetViews(ControllerBase):
         """Every instance with what its agent reported at most a few seconds
         ago (see :mod:`controller.views.instances`)."""
         self._must_exist(name)
-        insts = self.store.list_instances(name)
+        insts = self.store.instances.of(name)
         seen = self.views.many([(i.host, i.name) for i in insts])
         return [self._instance_view(i, s) for i, s in zip(insts, seen, strict=True)]
 
     def known_instance_views(self, name: str) -> list[dict[str, Any]] | None:
         """:meth:`instance_views` if no agent needs asking for it, else None."""
         self._must_exist(name)
-        insts = self.store.list_instances(name)
+        insts = self.store.instances.of(name)
         seen = self.views.known([(i.host, i.name) for i in insts])
         if seen is None:
             return None
@@ -35,7 +35,7 @@ class SetViews(ControllerBase):
     def instance_record(self, name: str, instance_id: str) -> InstanceRecord:
         """The stored instance, or a 404 naming it."""
         self._must_exist(name)
-        inst = self.store.get_instance(name, instance_id) if instance_id.isdigit() else None
+        inst = self.store.instances.get(name, instance_id) if instance_id.isdigit() else None
         if inst is None:
             raise ControllerError(
                 404, "NotFound", f"instance {instance_id[:80]!r} of {name[:80]!r} does not exist"
@@ -88,7 +88,7 @@ class SetViews(ControllerBase):
 
     def latest_status(self, name: str) -> dict[str, Any]:
         model = self.model(name)
-        ups = self.store.history(name, self.clock.now(), limit=1)
+        ups = self.store.upgrades.history(name, self.clock.now(), limit=1)
         if not ups:
             raise ControllerError(
                 404, "NotFound", f"scale set {name[:80]!r} has had no rolling upgrade"
@@ -96,12 +96,12 @@ class SetViews(ControllerBase):
         up = ups[0]
         return status.latest(
             up,
-            self.store.list_upgrade_instances(up.id),
-            self.store.decisions(up.id),
+            self.store.upgrade_instances.of(up.id),
+            self.store.decisions.of(up.id),
             model.location,
         )
 
     def history(self, name: str) -> dict[str, Any]:
         model = self.model(name)
-        ups = self.store.history(name, self.clock.now())
+        ups = self.store.upgrades.history(name, self.clock.now())
         return {"value": [status.history_entry(u, model.location) for u in ups]}

@@ -52,7 +52,7 @@ class UpgradeStarts(ImageSpecs):
         newest = self.catalog.resolve(rec.publisher, rec.offer, rec.sku, "latest")
         if newest.version != rec.version:
             return
-        for ss in self.store.list_scale_sets():
+        for ss in self.store.scale_sets.all():
             model = parse_scale_set(ss.name, ss.body)
             if self._follows(model, rec):
                 self._start_platform(model, rec)
@@ -67,10 +67,10 @@ class UpgradeStarts(ImageSpecs):
         )
 
     def _start_platform(self, model: ScaleSetModel, target: ImageRecord) -> None:
-        if self.store.running_upgrade(model.name) is not None:
+        if self.store.upgrades.running(model.name) is not None:
             log.info("%s: version %s waits for the running upgrade", model.name, target.version)
             return
-        insts = self.store.list_instances(model.name)
+        insts = self.store.instances.of(model.name)
         if not insts or all(i.image_version == target.version for i in insts):
             return
         try:
@@ -117,7 +117,7 @@ class UpgradeStarts(ImageSpecs):
         )
         # Refused before planning, which asks about every instance; the
         # store's one-running-upgrade index still settles a race.
-        if self.store.running_upgrade(name) is not None:
+        if self.store.upgrades.running(name) is not None:
             raise busy
         try:
             with self._planning(name):
@@ -141,7 +141,7 @@ class UpgradeStarts(ImageSpecs):
         observed again before it is touched (rule 3), so a plan needs no
         fresher view than a listing shows."""
         if self.views.watched:
-            self.views.many([(i.host, i.name) for i in self.store.list_instances(name)])
+            self.views.many([(i.host, i.name) for i in self.store.instances.of(name)])
         with self.views.cached_reads():
             yield
 
@@ -170,7 +170,7 @@ class UpgradeStarts(ImageSpecs):
             self._start_platform(model, newest)
 
     def _named(self, name: str, instance_ids: list[str]) -> list[InstanceRecord]:
-        have = {i.instance_id: i for i in self.store.list_instances(name)}
+        have = {i.instance_id: i for i in self.store.instances.of(name)}
         if not instance_ids:
             raise ControllerError(400, "InvalidParameter", "instanceIds: name at least one")
         unknown = [i for i in instance_ids if i not in have]
@@ -230,7 +230,7 @@ class UpgradeStarts(ImageSpecs):
 
     def cancel(self, name: str) -> None:
         self.model(name)
-        if not self.store.request_cancel(name):
+        if not self.store.upgrades.request_cancel(name):
             raise ControllerError(
                 409, "OperationNotAllowed", f"scale set {name} has no upgrade running"
             )
@@ -239,7 +239,7 @@ class UpgradeStarts(ImageSpecs):
         """The batches an upgrade to latest would run now; touches nothing."""
         model = self.model(name)
         target = self.latest_image(model)
-        insts = self.store.list_instances(name)
+        insts = self.store.instances.of(name)
         with self._planning(name):
             batches = self.orch.plan(
                 insts,

@@ -1,5 +1,5 @@
 """The store's field handling: records to rows and back, and the checks of
-the values written (shared by the table groups of :class:`controller.store.facade.Store`)."""
+the values written (shared by the repositories)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ class Orchestrator:
         return self.steps.observe(inst)
 
     def _decide(self, up: UpgradeRecord, iid: str | None, event: str, message: str) -> None:
-        self.store.log_decision(up.id, self.clock.now(), iid, event, message)
+        self.store.decisions.log(up.id, self.clock.now(), iid, event, message)
         log.info("upgrade %s of %s: %s %s", up.id[:8], up.scale_set, event, message)
 
     # -- starting ----------------------------------------------------------------
@@ -144,7 +144,7 @@ class Orchestrator:
         puts every instance in one batch (upgrade mode Automatic)."""
         upgrade_id = new_upgrade_id()
         self._supersede(scale_set, upgrade_id)
-        instances = self.store.list_instances(scale_set)
+        instances = self.store.instances.of(scale_set)
         if only is not None:
             instances = [i for i in instances if i.instance_id in only]
         if all_at_once:
@@ -169,8 +169,8 @@ class Orchestrator:
             batches=plan,
             pending_count=sum(len(b) for b in plan),
         )
-        self.store.create_upgrade(up)
-        self.store.add_upgrade_instances(
+        self.store.upgrades.create(up)
+        self.store.upgrade_instances.add(
             [
                 UpgradeInstanceRecord(upgrade_id=up.id, instance_id=iid, batch=k)
                 for k, batch in enumerate(plan)
@@ -191,7 +191,7 @@ class Orchestrator:
     # -- stepping ----------------------------------------------------------------
 
     def step(self, upgrade_id: str) -> UpgradeRecord:
-        up = self.store.get_upgrade(upgrade_id)
+        up = self.store.upgrades.get(upgrade_id)
         if up is None or up.status != "RollingForward":
             assert up is not None, upgrade_id
             return up
@@ -199,13 +199,13 @@ class Orchestrator:
         if up.current_batch >= len(up.batches):
             return self._finish(up, "Completed")
         k = up.current_batch
-        rows = [u for u in self.store.list_upgrade_instances(up.id) if u.batch == k]
-        instances = {i.instance_id: i for i in self.store.list_instances(up.scale_set)}
+        rows = [u for u in self.store.upgrade_instances.of(up.id) if u.batch == k]
+        instances = {i.instance_id: i for i in self.store.instances.of(up.scale_set)}
         if all(u.state == "Pending" for u in rows):
             gate = self._before_batch(up, policy, k, instances)
             if gate is not None:
                 return gate
-        target = self.store.get_image(*_ref(up))
+        target = self.store.images.get(*_ref(up))
         if target is None:
             return self._finish(
                 up, "Faulted", "ImageNotFound", f"target image {_ref(up)} was removed"
@@ -217,7 +217,7 @@ class Orchestrator:
                 self.steps.set(up, u, u.state, "Skipped", reason="instance was removed")
                 continue
             self.steps.advance(up, policy, u, inst, spec)
-        every = self.store.list_upgrade_instances(up.id)
+        every = self.store.upgrade_instances.of(up.id)
         rows = [u for u in every if u.batch == k]
         up = self._count(up, rows=every)
         if all(u.state in DONE_STATES for u in rows):
@@ -231,7 +231,7 @@ class Orchestrator:
         if up.cancel_requested:
             return self._finish(up, "Cancelled", message="cancelled before batch " + str(k))
         if k > 0 and policy.pause_seconds > 0:
-            prev = [u for u in self.store.list_upgrade_instances(up.id) if u.batch == k - 1]
+            prev = [u for u in self.store.upgrade_instances.of(up.id) if u.batch == k - 1]
             ended = max((u.finished_at or 0.0) for u in prev) if prev else 0.0
             if self.clock.now() < ended + policy.pause_seconds:
                 return up
@@ -251,7 +251,7 @@ class Orchestrator:
         return None
 
     def _after_batch(self, up: UpgradeRecord, policy: Policy, k: int) -> UpgradeRecord:
-        rows = self.store.list_upgrade_instances(up.id)
+        rows = self.store.upgrade_instances.of(up.id)
         taken = [u for u in rows if u.state in DONE_STATES - {"Skipped"}]
         failed = [u for u in taken if u.state in FAILED_STATES]
         if planner.upgraded_breach(
@@ -270,7 +270,7 @@ class Orchestrator:
             return self._finish(up, "Completed")
         if up.cancel_requested:
             return self._finish(up, "Cancelled", message=f"cancelled after batch {k}")
-        return self.store.update_upgrade(
+        return self.store.upgrades.update(
             up.id, expected_status="RollingForward", current_batch=k + 1
         )
 
@@ -284,7 +284,7 @@ class Orchestrator:
     ) -> UpgradeRecord:
         """Record the upgrade's counts from its rows (read now unless given)."""
         if rows is None:
-            rows = self.store.list_upgrade_instances(up.id)
+            rows = self.store.upgrade_instances.of(up.id)
         states = [u.state for u in rows]
         fields: dict[str, Any] = {
             "successful_count": states.count("Succeeded"),
@@ -298,13 +298,13 @@ class Orchestrator:
             fields["rollback_error"] = None  # every rollback given up on was settled since
         if up.status == status and all(getattr(up, k) == v for k, v in fields.items()):
             return up  # a step that changed no count writes nothing (and syncs no disk)
-        return self.store.update_upgrade(up.id, expected_status=status, **fields)
+        return self.store.upgrades.update(up.id, expected_status=status, **fields)
 
     def _finish(
         self, up: UpgradeRecord, status: str, code: str | None = None, message: str | None = None
     ) -> UpgradeRecord:
         up = self._count(up)
-        done = self.store.update_upgrade(
+        done = self.store.upgrades.update(
             up.id,
             expected_status="RollingForward",
             status=status,
@@ -320,10 +320,10 @@ class Orchestrator:
     def settle(self, upgrade_id: str) -> bool:
         """Carry out the rollbacks an ended upgrade decided but could not have
         confirmed (their host did not answer); True when none is left."""
-        up = self.store.get_upgrade(upgrade_id)
+        up = self.store.upgrades.get(upgrade_id)
         if up is None or up.status == "RollingForward":
             return True
-        rows = [u for u in self.store.list_upgrade_instances(up.id) if unconfirmed(u)]
+        rows = [u for u in self.store.upgrade_instances.of(up.id) if unconfirmed(u)]
         if not rows:
             return True
         settled = [self.steps.settle(up, u) for u in rows]
@@ -335,11 +335,11 @@ class Orchestrator:
         """Before a new upgrade: settle what earlier ones left unconfirmed, and
         hand what still cannot be settled to the new one, which observes the
         instance afresh (rule 3) instead of a late rollback undoing its work."""
-        for old in self.store.history(scale_set, self.clock.now()):
+        for old in self.store.upgrades.history(scale_set, self.clock.now()):
             if self.settle(old.id):
                 continue
-            for u in self.store.list_upgrade_instances(old.id):
-                if unconfirmed(u) and self.store.update_upgrade_instance(
+            for u in self.store.upgrade_instances.of(old.id):
+                if unconfirmed(u) and self.store.upgrade_instances.update(
                     old.id,
                     u.instance_id,
                     expected_state="RollbackFailed",
@@ -359,7 +359,7 @@ class Orchestrator:
             try:
                 up = self.step(upgrade_id)
             except Conflict:
-                current = self.store.get_upgrade(upgrade_id)
+                current = self.store.upgrades.get(upgrade_id)
                 assert current is not None
                 up = current
             if up.status != "RollingForward" or should_stop():
@@ -367,7 +367,7 @@ class Orchestrator:
             self.clock.sleep(poll_seconds)
         while up.status != "RollingForward" and not should_stop() and not self.settle(up.id):
             self.clock.sleep(poll_seconds)
-        current = self.store.get_upgrade(upgrade_id)
+        current = self.store.upgrades.get(upgrade_id)
         assert current is not None
         return current
 

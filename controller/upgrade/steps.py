@@ -129,7 +129,7 @@ class InstanceSteps:
     ) -> bool:
         if state in DONE_STATES:
             fields.setdefault("finished_at", self.clock.now())
-        ok = self.store.update_upgrade_instance(
+        ok = self.store.upgrade_instances.update(
             up.id, u.instance_id, expected_state=expected, state=state, **fields
         )
         self._asked.pop((up.id, u.instance_id, expected), None)
@@ -140,7 +140,7 @@ class InstanceSteps:
 
     def _row(self, up: UpgradeRecord, iid: str) -> UpgradeInstanceRecord | None:
         return next(
-            (r for r in self.store.list_upgrade_instances(up.id) if r.instance_id == iid), None
+            (r for r in self.store.upgrade_instances.of(up.id) if r.instance_id == iid), None
         )
 
     # -- one step ------------------------------------------------------------------
@@ -275,7 +275,9 @@ class InstanceSteps:
         if op.status == "InProgress":
             return
         if op.status == "Succeeded":
-            self.store.update_instance(up.scale_set, u.instance_id, image_version=up.target.version)
+            self.store.instances.update(
+                up.scale_set, u.instance_id, image_version=up.target.version
+            )
             crash_point("reimaged")
             self.set(
                 up,
@@ -363,7 +365,7 @@ class InstanceSteps:
             reason=f"{why}; rolling back",
         ):
             crash_point("rollback-decided")
-            inst = self.store.get_instance(up.scale_set, u.instance_id)
+            inst = self.store.instances.get(up.scale_set, u.instance_id)
             assert inst is not None
             self._call_rollback(up, replace(u, state="RollingBack", operation_id=op_id), inst)
 
@@ -438,24 +440,24 @@ class InstanceSteps:
         if not self.set(up, u, expected, state, **fields):
             return
         if ok:
-            self.store.update_instance(up.scale_set, u.instance_id, image_version=u.from_version)
-            self.store.update_instance(
+            self.store.instances.update(up.scale_set, u.instance_id, image_version=u.from_version)
+            self.store.instances.update(
                 up.scale_set, u.instance_id, expected_state=NEEDS_ATTENTION, state=RUNNING
             )
             return
-        self.store.update_instance(
+        self.store.instances.update(
             up.scale_set, u.instance_id, expected_state=RUNNING, state=NEEDS_ATTENTION
         )
-        cur = self.store.get_upgrade(up.id)
+        cur = self.store.upgrades.get(up.id)
         if cur is not None and cur.status == "RollingForward":
-            self.store.update_upgrade(up.id, expected_status="RollingForward", rollback_error=why)
+            self.store.upgrades.update(up.id, expected_status="RollingForward", rollback_error=why)
 
     # -- after the upgrade -----------------------------------------------------------
 
     def settle(self, up: UpgradeRecord, u: UpgradeInstanceRecord) -> bool:
         """Carry out an unconfirmed rollback once its host answers; True when
         the row is settled (rolled back, failed for good, or gone)."""
-        inst = self.store.get_instance(up.scale_set, u.instance_id)
+        inst = self.store.instances.get(up.scale_set, u.instance_id)
         if inst is None:
             return True
         try:

@@ -118,15 +118,15 @@ def controller_of(
     )
     holder.append(ctl)
     try:
-        store.put_scale_set("web", {}, None)
+        store.scale_sets.put("web", {}, None)
         hosts = host_names(2)
         for h in hosts:
-            store.add_host(HostRecord(h, f"{url}/{h}", TOKEN, time.time()))
+            store.hosts.add(HostRecord(h, f"{url}/{h}", TOKEN, time.time()))
         recs = [
             InstanceRecord("web", str(i), f"web-{i}", hosts[i % 2], i % 5, i % 2, "1", "Running")
             for i in range(count)
         ]
-        store.add_instances(recs)
+        store.instances.add_many(recs)
         for r in recs:
             AgentClient(f"{url}/{r.host}", TOKEN).put_instance(r.name, spec("1"))
         yield ctl, recs

@@ -31,8 +31,8 @@ def _tags(env: Env) -> dict[str, str]:
 
 def test_a_patch_racing_another_keeps_both_changes(env: Env) -> None:
     _scale_set(env)
-    store = env.ctl.store
-    read = store.get_scale_set
+    store = env.ctl.store.scale_sets
+    read = store.get
     raced: list[bool] = []
 
     def read_then_race(name: str) -> ScaleSetRecord | None:
@@ -42,11 +42,11 @@ def test_a_patch_racing_another_keeps_both_changes(env: Env) -> None:
             env.ctl.patch("web", {"tags": {"theirs": "b"}})
         return rec
 
-    store.get_scale_set = read_then_race  # type: ignore[method-assign]
+    store.get = read_then_race  # type: ignore[method-assign]
     try:
         r = env.api.patch("/v1/scaleSets/web", json={"tags": {"ours": "a"}}, headers=AUTH)
     finally:
-        store.get_scale_set = read  # type: ignore[method-assign]
+        store.get = read  # type: ignore[method-assign]
     assert r.status_code == 200, r.text
     assert raced
     assert _tags(env) == {"ours": "a", "theirs": "b"}
@@ -75,10 +75,10 @@ def test_a_tag_does_not_reconcile_a_capacity_change_does(env: Env) -> None:
 
 def test_a_scale_set_short_of_its_capacity_is_reconciled_by_any_put(env: Env) -> None:
     _scale_set(env, capacity=2)
-    env.ctl.store.delete_instance("web", "1")  # e.g. a reconcile that never finished
+    env.ctl.store.instances.delete("web", "1")  # e.g. a reconcile that never finished
     assert env.api.patch("/v1/scaleSets/web", json={"tags": {"a": "b"}}, headers=AUTH).is_success
     env.ctl.wait_idle()
-    assert len(env.ctl.store.list_instances("web")) == 2
+    assert len(env.ctl.store.instances.of("web")) == 2
 
 
 def test_a_second_upgrade_is_refused_before_any_agent_is_asked(env: Env) -> None:
@@ -89,7 +89,7 @@ def test_a_second_upgrade_is_refused_before_any_agent_is_asked(env: Env) -> None
     assert r.status_code == 202, r.text
     up = r.json()["upgradeId"]
     deadline = time.monotonic() + 30
-    while not any(u.state == "Reimaging" for u in env.ctl.store.list_upgrade_instances(up)):
+    while not any(u.state == "Reimaging" for u in env.ctl.store.upgrade_instances.of(up)):
         assert time.monotonic() < deadline, "the first upgrade never took an instance"
         time.sleep(0.02)
     # from now on the upgrade only polls its operations

@@ -14,7 +14,7 @@ from kvmss.base.clock import FakeClock
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=FakeClock())
-    s.put_scale_set("web", {"sku": {"capacity": 3}}, None)
+    s.scale_sets.put("web", {"sku": {"capacity": 3}}, None)
     return s
 
 
@@ -23,31 +23,31 @@ def inst(iid: str, state: str = "Creating", scale_set: str = "web") -> InstanceR
 
 
 def test_instances_added_together_are_stored_with_their_time(store: Store) -> None:
-    stored = store.add_instances([inst("0"), inst("1"), inst("2", "Running")])
+    stored = store.instances.add_many([inst("0"), inst("1"), inst("2", "Running")])
     assert [i.updated_at for i in stored] == [store.clock.now()] * 3
-    assert store.list_instances("web") == stored
-    assert store.instance_counts("web") == (3, 2)
-    assert store.add_instances([]) == []
+    assert store.instances.of("web") == stored
+    assert store.instances.counts("web") == (3, 2)
+    assert store.instances.add_many([]) == []
 
 
 def test_instances_added_together_are_all_or_none(store: Store) -> None:
-    store.add_instances([inst("1")])
+    store.instances.add_many([inst("1")])
     with pytest.raises(AlreadyExists):
-        store.add_instances([inst("0"), inst("1")])
-    assert [i.instance_id for i in store.list_instances("web")] == ["1"]
+        store.instances.add_many([inst("0"), inst("1")])
+    assert [i.instance_id for i in store.instances.of("web")] == ["1"]
     with pytest.raises(NotFound):
-        store.add_instances([inst("5", scale_set="nope")])
+        store.instances.add_many([inst("5", scale_set="nope")])
     with pytest.raises(ValueError, match="instance_id"):
-        store.add_instances([inst("007")])
-    assert store.instance_counts("web") == (1, 1)
+        store.instances.add_many([inst("007")])
+    assert store.instances.counts("web") == (1, 1)
 
 
 def test_states_set_together_pass_over_instances_gone(store: Store) -> None:
-    store.add_instances([inst("0"), inst("1"), inst("2")])
+    store.instances.add_many([inst("0"), inst("1"), inst("2")])
     store.clock.advance(5)  # type: ignore[attr-defined]
-    store.set_instance_states("web", {"0": "Running", "2": "Failed", "9": "Running"})
-    got = {i.instance_id: (i.state, i.updated_at) for i in store.list_instances("web")}
+    store.instances.set_states("web", {"0": "Running", "2": "Failed", "9": "Running"})
+    got = {i.instance_id: (i.state, i.updated_at) for i in store.instances.of("web")}
     now = store.clock.now()
     assert got == {"0": ("Running", now), "1": ("Creating", now - 5), "2": ("Failed", now)}
-    assert store.instance_counts("web") == (3, 1)
-    assert store.instance_counts("nope") == (0, 0)
+    assert store.instances.counts("web") == (3, 1)
+    assert store.instances.counts("nope") == (0, 0)

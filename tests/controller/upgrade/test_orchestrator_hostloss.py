@@ -61,17 +61,17 @@ class World:
 
     def row(self) -> tuple[str, float | None, str]:
         assert self.up is not None
-        u = self.store.list_upgrade_instances(self.up)[0]
+        u = self.store.upgrade_instances.of(self.up)[0]
         return u.state, u.finished_at, u.reason or ""
 
     def upgrade(self) -> UpgradeRecord:
         assert self.up is not None
-        up = self.store.get_upgrade(self.up)
+        up = self.store.upgrades.get(self.up)
         assert up is not None
         return up
 
     def instance(self) -> InstanceRecord:
-        inst = self.store.get_instance(SET, "0")
+        inst = self.store.instances.get(SET, "0")
         assert inst is not None
         return inst
 
@@ -99,10 +99,10 @@ def w(tmp_path: Path) -> Iterator[World]:
     clock = FakeClock()
     store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
     agents = LosingDouble(clock)
-    store.put_scale_set(SET, {"sku": {"capacity": 1}}, None)
+    store.scale_sets.put(SET, {"sku": {"capacity": 1}}, None)
     for v in ("1", "2", "3"):
-        store.add_image(image(v))
-    store.add_instance(InstanceRecord(SET, "0", NAME, HOST, 0, 0, "1", "Running"))
+        store.images.add(image(v))
+    store.instances.add(InstanceRecord(SET, "0", NAME, HOST, 0, 0, "1", "Running"))
     agents.add(NAME, "1")
     yield World(store, clock, agents, Orchestrator(store, agents, spec_of, clock))
     store.close()
@@ -254,7 +254,7 @@ def test_new_upgrade_takes_over_an_instance_whose_host_is_still_gone(w: World) -
     assert_given_up(w)
     first = w.up or ""
     w.up = w.orch.start(SET, image("3"), POLICY, "Platform").id
-    old = w.store.list_upgrade_instances(first)[0]
+    old = w.store.upgrade_instances.of(first)[0]
     assert old.state == "RollbackFailed" and old.finished_at is not None
     assert "superseded by upgrade " + w.up in (old.reason or "")
     assert w.orch.settle(first)  # nothing left for the first upgrade's run to do

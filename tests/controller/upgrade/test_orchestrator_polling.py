@@ -71,16 +71,16 @@ def world(tmp_path: Path) -> Iterator[tuple[World, Counting, Snapshots]]:
     counting, snapshots = Counting(agents, clock), Snapshots()
     orch = Orchestrator(store, counting, spec_of, clock, snapshots)
     w = World(tmp_path / "c.db", store, clock, agents, orch)
-    store.put_scale_set(SET, {"sku": {"capacity": 0}}, None)
+    store.scale_sets.put(SET, {"sku": {"capacity": 0}}, None)
     for v in ("1", "2"):
-        store.add_image(image(v))
+        store.images.add(image(v))
     yield w, counting, snapshots
     w.store.close()
 
 
 def decided(w: World, upgrade_id: str, event: str) -> float:
     """When the upgrade's decision log first says ``event`` (a row's new state)."""
-    return next(d.time for d in w.store.decisions(upgrade_id) if d.event == event)
+    return next(d.time for d in w.store.decisions.of(upgrade_id) if d.event == event)
 
 
 def most_asks(waited: float) -> float:
@@ -135,7 +135,7 @@ def test_an_instance_that_never_turns_healthy_is_asked_again_at_its_deadline(
     populate(w, 1)
     up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), "Platform")
     w.orch.run(up.id, poll_seconds=1)
-    (row,) = w.store.list_upgrade_instances(up.id)
+    (row,) = w.store.upgrade_instances.of(up.id)
     assert row.state == "RolledBack", row
     began, failed = decided(w, up.id, "WaitingHealth"), decided(w, up.id, "RollingBack")
     assert 300 <= failed - began <= 301, failed - began  # at the deadline, not later
@@ -204,7 +204,7 @@ def test_the_gate_asks_again_where_a_snapshot_says_unhealthy(
     unhealthy(snapshots, names)
     up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), "Platform")
     w.orch.step(up.id)
-    assert states(w, up.id)["0"] != "Pending", w.store.get_upgrade(up.id)
+    assert states(w, up.id)["0"] != "Pending", w.store.upgrades.get(up.id)
     assert set(names) <= set(counting.who)  # each instance the snapshot doubted was asked
 
 
