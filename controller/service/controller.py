@@ -27,6 +27,7 @@ from controller.service.scalesets import ScaleSets
 from controller.service.setviews import SetViews
 from controller.service.upgradestarts import UpgradeStarts
 from controller.store.facade import Store
+from controller.store.states import UpgradeStatus
 from controller.upgrade.orchestrator import Orchestrator
 from controller.upgrade.steps import unconfirmed
 from controller.views.instances import InstanceViews, ObservingPort, host_lister
@@ -88,7 +89,7 @@ class Controller(HostRegistry, ScaleSets, Reconciler, UpgradeStarts, SetViews):
         for ss in self.store.scale_sets.all():
             for up in self.store.upgrades.history(ss.name, now):
                 rows = self.store.upgrade_instances.of(up.id)
-                if up.status != "RollingForward" and any(unconfirmed(u) for u in rows):
+                if up.status != UpgradeStatus.ROLLING_FORWARD and any(unconfirmed(u) for u in rows):
                     log.warning("settling rollbacks upgrade %s of %s left", up.id, up.scale_set)
                     self._settle_later(up.id)
             self._reconcile_later(ss.name)

@@ -11,6 +11,7 @@ from controller.fleet import placement, specs
 from controller.service.base import ControllerError
 from controller.service.imagespecs import ImageSpecs
 from controller.store.facade import InstanceRecord, instance_name
+from controller.store.states import ProvisioningState
 from hostagent.contract.client import AgentError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Reconciler(ImageSpecs):
             new = placement.new_instance_ids(
                 [i.instance_id for i in insts], model.capacity, next_id
             )
-            if not new and all(i.state != "Creating" for i in insts):
+            if not new and all(i.state != ProvisioningState.CREATING for i in insts):
                 return  # the common case: a change that leaves the capacity alone
             target = self.resolve(model.image_reference)
             hosts = [h.name for h in self.store.hosts.all()]
@@ -83,12 +84,14 @@ class Reconciler(ImageSpecs):
                         ud,
                         fd,
                         target.version,
-                        "Creating",
+                        ProvisioningState.CREATING,
                     )
                     for iid, (host, ud, fd) in where.items()
                 ]
             )
-            pending = [i for i in self.store.instances.of(name) if i.state == "Creating"]
+            pending = [
+                i for i in self.store.instances.of(name) if i.state == ProvisioningState.CREATING
+            ]
             spec_image = self.image_spec(target)
             ops = []
             for inst in pending:
@@ -102,10 +105,12 @@ class Reconciler(ImageSpecs):
                     ops.append((inst, self.agents.put_instance(inst.host, inst.name, spec)))
                 except AgentError as e:
                     log.error("%s: create failed: %s", inst.name, e)
-                    self.store.instances.update(name, inst.instance_id, state="Failed")
+                    self.store.instances.update(
+                        name, inst.instance_id, state=ProvisioningState.FAILED
+                    )
             # One write for every outcome known, made before each wait: a
             # scale-out of hundreds is a few commits, not hundreds.
-            settled: dict[str, str] = {}
+            settled: dict[str, ProvisioningState] = {}
             for inst, op in ops:
                 if op.status == "InProgress" and settled:
                     self.store.instances.set_states(name, settled)
@@ -118,7 +123,11 @@ class Reconciler(ImageSpecs):
                         else f"still {done.status}"
                     )
                     log.error("%s: create failed on %s: %s", inst.name, inst.host, why)
-                settled[inst.instance_id] = "Running" if done.status == "Succeeded" else "Failed"
+                settled[inst.instance_id] = (
+                    ProvisioningState.RUNNING
+                    if done.status == "Succeeded"
+                    else ProvisioningState.FAILED
+                )
             if settled:
                 self.store.instances.set_states(name, settled)
 

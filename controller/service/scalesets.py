@@ -12,6 +12,7 @@ from controller.service.base import ControllerError
 from controller.service.reconciler import Reconciler
 from controller.service.upgradestarts import UpgradeStarts
 from controller.store.facade import Conflict, ScaleSetRecord
+from controller.store.states import StartedBy
 
 PATCH_ATTEMPTS = 5
 
@@ -134,10 +135,10 @@ class ScaleSets(Reconciler, UpgradeStarts):
         target = self.resolve(model.image_reference)
         if model.mode == "Automatic":
             self.start_upgrade(
-                model.name, "User", target, policy=self.all_at_once(model), all_at_once=True
+                model.name, StartedBy.USER, target, policy=self.all_at_once(model), all_at_once=True
             )
         else:
-            self.start_upgrade(model.name, "User", target)
+            self.start_upgrade(model.name, StartedBy.USER, target)
 
     def delete_scale_set(self, name: str) -> None:
         self.model(name)

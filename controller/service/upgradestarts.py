@@ -16,6 +16,7 @@ from controller.model.versions import version_key
 from controller.service.base import ControllerError
 from controller.service.imagespecs import ImageSpecs
 from controller.store.facade import Conflict, ImageRecord, InstanceRecord, UpgradeRecord
+from controller.store.states import StartedBy, UpgradeStatus
 from controller.upgrade import planner
 from controller.upgrade.orchestrator import Policy
 from hostagent.contract.client import AgentError
@@ -74,7 +75,7 @@ class UpgradeStarts(ImageSpecs):
         if not insts or all(i.image_version == target.version for i in insts):
             return
         try:
-            self.start_upgrade(model.name, "Platform", target)
+            self.start_upgrade(model.name, StartedBy.PLATFORM, target)
         except ControllerError as e:
             log.warning("%s: automatic upgrade not started: %s", model.name, e.message)
 
@@ -87,7 +88,8 @@ class UpgradeStarts(ImageSpecs):
             pause_seconds=r.pause_seconds,
             health_timeout_seconds=r.health_timeout_seconds,
             prioritize_unhealthy=r.prioritize_unhealthy_instances,
-            automatic_rollback=started_by == "Platform" and not model.automatic.disable_rollback,
+            automatic_rollback=started_by == StartedBy.PLATFORM
+            and not model.automatic.disable_rollback,
         )
 
     def all_at_once(self, model: ScaleSetModel) -> Policy:
@@ -125,7 +127,7 @@ class UpgradeStarts(ImageSpecs):
                     name,
                     target,
                     policy or self.policy(model, started_by),
-                    started_by,
+                    StartedBy(started_by),
                     only=only,
                     all_at_once=all_at_once,
                 )
@@ -150,7 +152,7 @@ class UpgradeStarts(ImageSpecs):
             up = self.orch.run(
                 upgrade_id, poll_seconds=self.settings.poll_seconds, should_stop=self._stop.is_set
             )
-            if up.status != "RollingForward":
+            if up.status != UpgradeStatus.ROLLING_FORWARD:
                 self._after_upgrade(up)
 
         self._background(f"upgrade-{upgrade_id}", run)
@@ -190,7 +192,7 @@ class UpgradeStarts(ImageSpecs):
         target = self.resolve(model.image_reference)
         return self.start_upgrade(
             name,
-            "User",
+            StartedBy.USER,
             target,
             policy=self.all_at_once(model),
             only=set(instance_ids),

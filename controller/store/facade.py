@@ -47,6 +47,7 @@ from controller.store.records import (
     Conflict,
     Decision,
     HostRecord,
+    IllegalTransition,
     ImageRecord,
     ImageRef,
     InstanceRecord,
@@ -65,8 +66,8 @@ from controller.store.upgrades import Decisions, Upgrades
 from kvmss.base.clock import Clock, SystemClock
 
 __all__ = [
-    "AlreadyExists", "Conflict", "Decision", "HostRecord", "ImageRecord", "ImageRef",
-    "InstanceRecord", "NotFound", "ScaleSetRecord", "Store", "StoreError",
+    "AlreadyExists", "Conflict", "Decision", "HostRecord", "IllegalTransition", "ImageRecord",
+    "ImageRef", "InstanceRecord", "NotFound", "ScaleSetRecord", "Store", "StoreError",
     "UpgradeInstanceRecord", "UpgradeRecord", "instance_name", "new_upgrade_id",
 ]  # fmt: skip
 

@@ -12,12 +12,18 @@ from sqlalchemy.exc import IntegrityError
 from controller.store import queries
 from controller.store.engine import Database
 from controller.store.records import AlreadyExists, InstanceRecord, NotFound
-from controller.store.rows import _check_fields, _check_instance_id, _instance_sort_key
+from controller.store.rows import _check_fields, _check_instance_id, _instance_sort_key, _member
 from controller.store.schema import instances_table
+from controller.store.states import ProvisioningState
 
 _INSTANCE_UPDATABLE: Final = frozenset(
     {"host", "update_domain", "fault_domain", "image_version", "state"}
 )
+
+
+def _stored(rec: InstanceRecord, now: float) -> InstanceRecord:
+    state = _member(ProvisioningState, "state", rec.state)
+    return dataclasses.replace(rec, state=state, updated_at=now)
 
 
 class Instances:
@@ -29,7 +35,7 @@ class Instances:
     def add(self, rec: InstanceRecord) -> InstanceRecord:
         """Add an instance; the record as stored (with ``updated_at``)."""
         _check_instance_id(rec.instance_id)
-        stored = dataclasses.replace(rec, updated_at=self._db.clock.now())
+        stored = _stored(rec, self._db.clock.now())
         try:
             with self._db.write() as conn:
                 self._db.require_scale_set(conn, rec.scale_set)
@@ -45,7 +51,7 @@ class Instances:
         """Add instances, all or none, in one transaction (a scale-out of
         hundreds is one commit, not hundreds); the records as stored."""
         now = self._db.clock.now()
-        stored = [dataclasses.replace(r, updated_at=now) for r in recs]
+        stored = [_stored(r, now) for r in recs]
         for rec in stored:
             _check_instance_id(rec.instance_id)
         if not stored:
@@ -86,6 +92,8 @@ class Instances:
         :class:`NotFound` when there is no such instance."""
         what = f"instance {scale_set!r}/{instance_id}"
         _check_fields(what, fields, _INSTANCE_UPDATABLE)
+        if "state" in fields:
+            fields["state"] = _member(ProvisioningState, "state", fields["state"])
         t = instances_table.c
         key = and_(t.scale_set == scale_set, t.instance_id == instance_id)
         cond = key if expected_state is None else and_(key, t.state == expected_state)
@@ -101,7 +109,7 @@ class Instances:
                 raise NotFound(f"{what}: not found")
             return False
 
-    def set_states(self, scale_set: str, states: Mapping[str, str]) -> None:
+    def set_states(self, scale_set: str, states: Mapping[str, ProvisioningState]) -> None:
         """Set the state of several instances (instance id -> state) in one
         transaction; ids no longer stored are passed over."""
         if not states:
@@ -114,7 +122,12 @@ class Instances:
         )
         now = self._db.clock.now()
         rows = [
-            {"k_scale_set": scale_set, "k_id": iid, "v_state": state, "v_at": now}
+            {
+                "k_scale_set": scale_set,
+                "k_id": iid,
+                "v_state": _member(ProvisioningState, "state", state),
+                "v_at": now,
+            }
             for iid, state in states.items()
         ]
         with self._db.write() as conn:

@@ -33,6 +33,7 @@ from controller.store.schema import (
     upgrade_instances_table,
     upgrades_table,
 )
+from controller.store.states import ProvisioningState
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -61,7 +62,8 @@ class Plan:
     def of(cls, stmt: Select[Any], dialect: Dialect) -> Plan:
         compiled = stmt.compile(dialect=dialect)
         binds: dict[str, Callable[[Any], Any]] = {}
-        for name, bind in compiled.binds.items():
+        # (by compiled name: an anonymous literal's key in ``binds`` is not it)
+        for bind, name in compiled.bind_names.items():
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 binds[name] = proc
@@ -114,7 +116,8 @@ INSTANCE: Final = INSTANCE_COLUMNS.where(
 )
 INSTANCES_OF: Final = INSTANCE_COLUMNS.where(_N.scale_set == bindparam("scale_set"))
 INSTANCE_COUNTS: Final = select(
-    func.count(), func.coalesce(func.sum(case((_N.state == "Creating", 1), else_=0)), 0)
+    func.count(),
+    func.coalesce(func.sum(case((_N.state == ProvisioningState.CREATING, 1), else_=0)), 0),
 ).where(_N.scale_set == bindparam("scale_set"))
 UPGRADE: Final = select(upgrades_table).where(_U.id == bindparam("id"))
 RUNNING_UPGRADE: Final = select(upgrades_table).where(

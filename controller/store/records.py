@@ -9,6 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.store.states import (
+    ProvisioningState,
+    StartedBy,
+    UpgradeInstanceState,
+    UpgradeStatus,
+)
+
 
 class StoreError(Exception):
     """The store could not do what was asked (base of every store error)."""
@@ -24,6 +31,11 @@ class AlreadyExists(StoreError):
 
 class Conflict(StoreError):
     """A compare-and-swap or a uniqueness rule refused the write."""
+
+
+class IllegalTransition(StoreError):
+    """A state change :mod:`controller.store.states` does not declare: a bug
+    in the caller, never an answer to bad input."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,7 @@ class InstanceRecord:
     update_domain: int
     fault_domain: int
     image_version: str | None  # what the controller believes it runs; None = unknown
-    state: str
+    state: ProvisioningState
     updated_at: float = 0.0  # set by the store on every write
 
 
@@ -94,9 +106,9 @@ class InstanceRecord:
 class UpgradeRecord:
     id: str
     scale_set: str
-    started_by: str
+    started_by: StartedBy
     target: ImageRef
-    status: str
+    status: UpgradeStatus
     start_time: float
     policy: dict[str, Any]
     batches: list[list[str]]
@@ -119,7 +131,7 @@ class UpgradeInstanceRecord:
     upgrade_id: str
     instance_id: str
     batch: int
-    state: str = "Pending"
+    state: UpgradeInstanceState = UpgradeInstanceState.PENDING
     operation_id: str | None = None
     from_version: str | None = None
     started_at: float | None = None

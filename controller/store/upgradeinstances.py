@@ -14,24 +14,13 @@ from controller.store.records import AlreadyExists, NotFound, UpgradeInstanceRec
 from controller.store.rows import (
     _check_fields,
     _check_instance_id,
-    _check_one_of,
+    _check_transition,
     _instance_sort_key,
+    _member,
 )
 from controller.store.schema import upgrade_instances_table, upgrades_table
+from controller.store.states import INSTANCE_TRANSITIONS, UpgradeInstanceState
 
-UPGRADE_INSTANCE_STATES: Final = frozenset(
-    {
-        "Pending",
-        "Reimaging",
-        "WaitingHealth",
-        "Succeeded",
-        "Failed",
-        "RollingBack",
-        "RolledBack",
-        "RollbackFailed",
-        "Skipped",
-    }
-)
 _UPGRADE_INSTANCE_UPDATABLE: Final = frozenset(
     {
         "batch",
@@ -58,7 +47,7 @@ class UpgradeInstances:
             return
         for rec in recs:
             _check_instance_id(rec.instance_id)
-            _check_one_of("state", rec.state, UPGRADE_INSTANCE_STATES)
+            _member(UpgradeInstanceState, "state", rec.state)
         try:
             with self._db.write() as conn:
                 for upgrade_id in sorted({r.upgrade_id for r in recs}):
@@ -78,22 +67,31 @@ class UpgradeInstances:
         return sorted(out, key=lambda r: (r.batch, *_instance_sort_key(r)))
 
     def update(
-        self, upgrade_id: str, instance_id: str, expected_state: str | None, **fields: Any
+        self,
+        upgrade_id: str,
+        instance_id: str,
+        expected_state: UpgradeInstanceState | None,
+        **fields: Any,
     ) -> bool:
         """Update some fields; with ``expected_state`` a compare-and-swap that
         returns False when the stored state differs. :class:`NotFound` when
-        the instance is not part of the upgrade."""
+        the instance is not part of the upgrade; :class:`IllegalTransition`
+        for a state change :data:`~controller.store.states.INSTANCE_TRANSITIONS`
+        does not declare."""
         what = f"upgrade {upgrade_id} instance {instance_id}"
         _check_fields(what, fields, _UPGRADE_INSTANCE_UPDATABLE)
-        if "state" in fields:
-            _check_one_of("state", fields["state"], UPGRADE_INSTANCE_STATES)
+        values = dict(fields)
+        if "state" in values:
+            values["state"] = _member(UpgradeInstanceState, "state", values["state"])
         t = upgrade_instances_table.c
         key = and_(t.upgrade_id == upgrade_id, t.instance_id == instance_id)
-        cond = key if expected_state is None else and_(key, t.state == expected_state)
         with self._db.write() as conn:
-            res = conn.execute(update(upgrade_instances_table).where(cond).values(**fields))
-            if res.rowcount == 1:
-                return True
-            if conn.execute(select(t.state).where(key)).first() is None:
+            state = conn.execute(select(t.state).where(key).with_for_update()).scalar_one_or_none()
+            if state is None:
                 raise NotFound(f"{what}: not found")
-            return False
+            if expected_state is not None and state != expected_state:
+                return False
+            if "state" in values:
+                _check_transition(INSTANCE_TRANSITIONS, what, state, values["state"])
+            conn.execute(update(upgrade_instances_table).where(key).values(**values))
+            return True

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from controller.store import queries
@@ -22,19 +22,15 @@ from controller.store.records import (
 )
 from controller.store.rows import (
     _check_fields,
-    _check_one_of,
+    _check_transition,
     _dumps,
+    _member,
     _record,
     _row,
 )
-from controller.store.schema import (
-    RUNNING,
-    decision_log_table,
-    upgrades_table,
-)
+from controller.store.schema import RUNNING, decision_log_table, upgrades_table
+from controller.store.states import UPGRADE_TRANSITIONS, StartedBy, UpgradeStatus
 
-UPGRADE_STATUSES: Final = frozenset({"RollingForward", "Cancelled", "Completed", "Faulted"})
-STARTED_BY: Final = frozenset({"Platform", "User"})
 HISTORY_LIMIT: Final = 5
 HISTORY_MAX_AGE_SECONDS: Final = 60 * 86400
 
@@ -97,8 +93,8 @@ class Upgrades:
         """Record a new upgrade. :class:`Conflict` if ``rec`` is running and
         the scale set already has a running upgrade (docs/design.md rule 8);
         :class:`NotFound` without the scale set."""
-        _check_one_of("status", rec.status, UPGRADE_STATUSES)
-        _check_one_of("started_by", rec.started_by, STARTED_BY)
+        _member(UpgradeStatus, "status", rec.status)
+        _member(StartedBy, "started_by", rec.started_by)
         row = _upgrade_to_row(rec)
         try:
             with self._db.write() as conn:
@@ -126,41 +122,40 @@ class Upgrades:
         return [_upgrade_from_row(m) for m in self._db.maps(queries.RUNNING_UPGRADES)]
 
     def update(
-        self, upgrade_id: str, *, expected_status: str | None, **fields: Any
+        self, upgrade_id: str, *, expected_status: UpgradeStatus | None, **fields: Any
     ) -> UpgradeRecord:
         """Update some fields of an upgrade; the record as stored afterwards.
 
         Compare-and-swap on status: :class:`Conflict` when ``expected_status``
-        is given and the stored status differs (or when the update would make
-        a second running upgrade); :class:`NotFound` without the upgrade.
+        is given and the stored status differs; :class:`NotFound` without the upgrade;
+        :class:`IllegalTransition` for a status change
+        :data:`~controller.store.states.UPGRADE_TRANSITIONS` does not declare.
         """
         what = f"upgrade {upgrade_id}"
         _check_fields(what, fields, _UPGRADE_UPDATABLE)
-        if "status" in fields:
-            _check_one_of("status", fields["status"], UPGRADE_STATUSES)
         values = dict(fields)
+        if "status" in values:
+            values["status"] = _member(UpgradeStatus, "status", values["status"])
         for name in ("policy", "batches"):
             if name in values:
                 values[name] = _dumps(values[name], name)
         t = upgrades_table.c
-        cond = t.id == upgrade_id
-        if expected_status is not None:
-            cond = and_(cond, t.status == expected_status)
-        try:
-            with self._db.write() as conn:
-                res = conn.execute(update(upgrades_table).where(cond).values(**values))
-                row = (
-                    conn.execute(select(upgrades_table).where(t.id == upgrade_id))
-                    .mappings()
-                    .first()
-                )
-                if row is None:
-                    raise NotFound(f"{what}: not found")
-                if res.rowcount != 1:
-                    raise Conflict(f"{what}: status is {row['status']}, expected {expected_status}")
-                return _upgrade_from_row(row)
-        except IntegrityError:
-            raise Conflict(f"{what}: its scale set already has a running upgrade") from None
+        with self._db.write() as conn:
+            found = (
+                conn.execute(select(upgrades_table).where(t.id == upgrade_id).with_for_update())
+                .mappings()
+                .first()
+            )
+            if found is None:
+                raise NotFound(f"{what}: not found")
+            status = found["status"]
+            if expected_status is not None and status != expected_status:
+                raise Conflict(f"{what}: status is {status}, expected {expected_status}")
+            if "status" in values:
+                # (never back to RollingForward: no update makes a second running upgrade)
+                _check_transition(UPGRADE_TRANSITIONS, what, status, values["status"])
+            conn.execute(update(upgrades_table).where(t.id == upgrade_id).values(**values))
+            return _upgrade_from_row({**found, **values})
 
     def request_cancel(self, scale_set: str) -> bool:
         """Flag the scale set's running upgrade for cancelling; False when none runs."""

@@ -34,11 +34,16 @@ from controller.store.facade import (
     UpgradeRecord,
     new_upgrade_id,
 )
-from controller.upgrade import planner
-from controller.upgrade.steps import (
+from controller.store.states import (
     ACTIVE_STATES,
     DONE_STATES,
     FAILED_STATES,
+    StartedBy,
+    UpgradeInstanceState,
+    UpgradeStatus,
+)
+from controller.upgrade import planner
+from controller.upgrade.steps import (
     InstanceSteps,
     Observed,
     Recent,
@@ -133,7 +138,7 @@ class Orchestrator:
         scale_set: str,
         target: ImageRecord,
         policy: Policy,
-        started_by: str,
+        started_by: StartedBy,
         *,
         only: set[str] | None = None,
         all_at_once: bool = False,
@@ -163,7 +168,7 @@ class Orchestrator:
             scale_set=scale_set,
             started_by=started_by,
             target=target.ref,
-            status="RollingForward",
+            status=UpgradeStatus.ROLLING_FORWARD,
             start_time=now,
             policy=policy.to_dict(),
             batches=plan,
@@ -192,29 +197,31 @@ class Orchestrator:
 
     def step(self, upgrade_id: str) -> UpgradeRecord:
         up = self.store.upgrades.get(upgrade_id)
-        if up is None or up.status != "RollingForward":
+        if up is None or up.status != UpgradeStatus.ROLLING_FORWARD:
             assert up is not None, upgrade_id
             return up
         policy = Policy.from_dict(up.policy)
         if up.current_batch >= len(up.batches):
-            return self._finish(up, "Completed")
+            return self._finish(up, UpgradeStatus.COMPLETED)
         k = up.current_batch
         rows = [u for u in self.store.upgrade_instances.of(up.id) if u.batch == k]
         instances = {i.instance_id: i for i in self.store.instances.of(up.scale_set)}
-        if all(u.state == "Pending" for u in rows):
+        if all(u.state == UpgradeInstanceState.PENDING for u in rows):
             gate = self._before_batch(up, policy, k, instances)
             if gate is not None:
                 return gate
         target = self.store.images.get(*_ref(up))
         if target is None:
             return self._finish(
-                up, "Faulted", "ImageNotFound", f"target image {_ref(up)} was removed"
+                up, UpgradeStatus.FAULTED, "ImageNotFound", f"target image {_ref(up)} was removed"
             )
         spec = self.image_spec(target)
         for u in rows:
             inst = instances.get(u.instance_id)
             if inst is None:
-                self.steps.set(up, u, u.state, "Skipped", reason="instance was removed")
+                if u.state not in DONE_STATES:  # (one that ended stays as it ended)
+                    skipped = UpgradeInstanceState.SKIPPED
+                    self.steps.set(up, u, u.state, skipped, reason="instance was removed")
                 continue
             self.steps.advance(up, policy, u, inst, spec)
         every = self.store.upgrade_instances.of(up.id)
@@ -229,7 +236,9 @@ class Orchestrator:
     ) -> UpgradeRecord | None:
         """Cancel, pause between batches, and rule 2; None means go."""
         if up.cancel_requested:
-            return self._finish(up, "Cancelled", message="cancelled before batch " + str(k))
+            return self._finish(
+                up, UpgradeStatus.CANCELLED, message="cancelled before batch " + str(k)
+            )
         if k > 0 and policy.pause_seconds > 0:
             prev = [u for u in self.store.upgrade_instances.of(up.id) if u.batch == k - 1]
             ended = max((u.finished_at or 0.0) for u in prev) if prev else 0.0
@@ -242,7 +251,7 @@ class Orchestrator:
             where = "before the first batch; nothing was changed" if k == 0 else f"before batch {k}"
             return self._finish(
                 up,
-                "Faulted",
+                UpgradeStatus.FAULTED,
                 "MaxUnhealthyInstancePercentExceeded",
                 f"{len(unhealthy)} of {len(seen)} instances are unhealthy ({unhealthy}), above"
                 f" maxUnhealthyInstancePercent {policy.max_unhealthy_instance_percent}%, {where}",
@@ -252,14 +261,14 @@ class Orchestrator:
 
     def _after_batch(self, up: UpgradeRecord, policy: Policy, k: int) -> UpgradeRecord:
         rows = self.store.upgrade_instances.of(up.id)
-        taken = [u for u in rows if u.state in DONE_STATES - {"Skipped"}]
+        taken = [u for u in rows if u.state in DONE_STATES - {UpgradeInstanceState.SKIPPED}]
         failed = [u for u in taken if u.state in FAILED_STATES]
         if planner.upgraded_breach(
             len(failed), len(taken), policy.max_unhealthy_upgraded_instance_percent
         ):
             return self._finish(
                 up,
-                "Faulted",
+                UpgradeStatus.FAULTED,
                 "MaxUnhealthyUpgradedInstancePercentExceeded",
                 f"{len(failed)} of {len(taken)} upgraded instances failed"
                 f" ({sorted((u.instance_id for u in failed), key=int)}), above"
@@ -267,11 +276,11 @@ class Orchestrator:
                 f" {policy.max_unhealthy_upgraded_instance_percent}%; stopped after batch {k}",
             )
         if k + 1 >= len(up.batches):
-            return self._finish(up, "Completed")
+            return self._finish(up, UpgradeStatus.COMPLETED)
         if up.cancel_requested:
-            return self._finish(up, "Cancelled", message=f"cancelled after batch {k}")
+            return self._finish(up, UpgradeStatus.CANCELLED, message=f"cancelled after batch {k}")
         return self.store.upgrades.update(
-            up.id, expected_status="RollingForward", current_batch=k + 1
+            up.id, expected_status=UpgradeStatus.ROLLING_FORWARD, current_batch=k + 1
         )
 
     # -- bookkeeping ---------------------------------------------------------------
@@ -279,7 +288,7 @@ class Orchestrator:
     def _count(
         self,
         up: UpgradeRecord,
-        status: str = "RollingForward",
+        status: UpgradeStatus = UpgradeStatus.ROLLING_FORWARD,
         rows: list[UpgradeInstanceRecord] | None = None,
     ) -> UpgradeRecord:
         """Record the upgrade's counts from its rows (read now unless given)."""
@@ -287,26 +296,33 @@ class Orchestrator:
             rows = self.store.upgrade_instances.of(up.id)
         states = [u.state for u in rows]
         fields: dict[str, Any] = {
-            "successful_count": states.count("Succeeded"),
+            "successful_count": states.count(UpgradeInstanceState.SUCCEEDED),
             "failed_count": sum(states.count(s) for s in FAILED_STATES),
             "in_progress_count": sum(states.count(s) for s in ACTIVE_STATES),
-            "pending_count": states.count("Pending"),
-            "rolled_back_ok": states.count("RolledBack"),
-            "rolled_back_failed": states.count("RollbackFailed"),
+            "pending_count": states.count(UpgradeInstanceState.PENDING),
+            "rolled_back_ok": states.count(UpgradeInstanceState.ROLLED_BACK),
+            "rolled_back_failed": states.count(UpgradeInstanceState.ROLLBACK_FAILED),
         }
-        if status != "RollingForward" and "RollbackFailed" not in states:
+        if (
+            status != UpgradeStatus.ROLLING_FORWARD
+            and UpgradeInstanceState.ROLLBACK_FAILED not in states
+        ):
             fields["rollback_error"] = None  # every rollback given up on was settled since
         if up.status == status and all(getattr(up, k) == v for k, v in fields.items()):
             return up  # a step that changed no count writes nothing (and syncs no disk)
         return self.store.upgrades.update(up.id, expected_status=status, **fields)
 
     def _finish(
-        self, up: UpgradeRecord, status: str, code: str | None = None, message: str | None = None
+        self,
+        up: UpgradeRecord,
+        status: UpgradeStatus,
+        code: str | None = None,
+        message: str | None = None,
     ) -> UpgradeRecord:
         up = self._count(up)
         done = self.store.upgrades.update(
             up.id,
-            expected_status="RollingForward",
+            expected_status=UpgradeStatus.ROLLING_FORWARD,
             status=status,
             end_time=self.clock.now(),
             error_code=code,
@@ -321,7 +337,7 @@ class Orchestrator:
         """Carry out the rollbacks an ended upgrade decided but could not have
         confirmed (their host did not answer); True when none is left."""
         up = self.store.upgrades.get(upgrade_id)
-        if up is None or up.status == "RollingForward":
+        if up is None or up.status == UpgradeStatus.ROLLING_FORWARD:
             return True
         rows = [u for u in self.store.upgrade_instances.of(up.id) if unconfirmed(u)]
         if not rows:
@@ -342,11 +358,16 @@ class Orchestrator:
                 if unconfirmed(u) and self.store.upgrade_instances.update(
                     old.id,
                     u.instance_id,
-                    expected_state="RollbackFailed",
+                    expected_state=UpgradeInstanceState.ROLLBACK_FAILED,
                     finished_at=self.clock.now(),
                     reason=f"{u.reason}; superseded by upgrade {by}",
                 ):
-                    self._decide(old, u.instance_id, "RollbackFailed", f"superseded by {by}")
+                    self._decide(
+                        old,
+                        u.instance_id,
+                        UpgradeInstanceState.ROLLBACK_FAILED,
+                        f"superseded by {by}",
+                    )
 
     # -- running -------------------------------------------------------------------
 
@@ -362,10 +383,14 @@ class Orchestrator:
                 current = self.store.upgrades.get(upgrade_id)
                 assert current is not None
                 up = current
-            if up.status != "RollingForward" or should_stop():
+            if up.status != UpgradeStatus.ROLLING_FORWARD or should_stop():
                 break
             self.clock.sleep(poll_seconds)
-        while up.status != "RollingForward" and not should_stop() and not self.settle(up.id):
+        while (
+            up.status != UpgradeStatus.ROLLING_FORWARD
+            and not should_stop()
+            and not self.settle(up.id)
+        ):
             self.clock.sleep(poll_seconds)
         current = self.store.upgrades.get(upgrade_id)
         assert current is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.store.facade import Decision, UpgradeInstanceRecord, UpgradeRecord
+from controller.store.states import UpgradeStatus
 from kvmss.base.clock import iso8601
 
 ROLLING_TYPE = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
@@ -59,7 +60,7 @@ def latest(
             "runningStatus": {
                 "code": up.status,
                 "startTime": iso8601(up.start_time),
-                "lastAction": "Start" if up.status == "RollingForward" else up.status,
+                "lastAction": "Start" if up.status == UpgradeStatus.ROLLING_FORWARD else up.status,
                 "lastActionTime": iso8601(last.time if last else up.start_time),
             },
             "progress": _progress(up),

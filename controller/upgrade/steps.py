@@ -35,6 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from controller.fleet.agents import AgentPort
 from controller.store.facade import InstanceRecord, Store, UpgradeInstanceRecord, UpgradeRecord
+from controller.store.states import (
+    DONE_STATES,
+    ProvisioningState,
+    UpgradeInstanceState,
+    UpgradeStatus,
+)
 from controller.upgrade.faults import crash_point
 from hostagent.contract import wire
 from hostagent.contract.client import AgentError, AgentUnreachable
@@ -45,13 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILED_STATES = frozenset({"Failed", "RolledBack", "RollbackFailed"})
-DONE_STATES = FAILED_STATES | {"Succeeded", "Skipped"}
-ACTIVE_STATES = frozenset({"Reimaging", "WaitingHealth", "RollingBack"})
-# provisioningState of an instance whose rollback could not be confirmed or
-# failed: someone (or the controller, once its host answers) has to look.
-NEEDS_ATTENTION = "NeedsAttention"
-RUNNING = "Running"
 
 Decide = Callable[[UpgradeRecord, str | None, str, str], None]
 # (host, name, max age or None for the default) -> (known, view): the latest
@@ -80,7 +79,7 @@ class Observed:
 
 def unconfirmed(u: UpgradeInstanceRecord) -> bool:
     """A rollback decided but given up on while its host did not answer."""
-    return u.state == "RollbackFailed" and u.finished_at is None
+    return u.state == UpgradeInstanceState.ROLLBACK_FAILED and u.finished_at is None
 
 
 class InstanceSteps:
@@ -98,7 +97,7 @@ class InstanceSteps:
         self.decide = decide
         self.recent = recent
         # (upgrade id, instance id, row state) -> when its agent was last asked
-        self._asked: dict[tuple[str, str, str], float] = {}
+        self._asked: dict[tuple[str, str, UpgradeInstanceState], float] = {}
 
     def observe(
         self, inst: InstanceRecord, *, snapshot: bool = False, max_age: float | None = None
@@ -125,7 +124,12 @@ class InstanceSteps:
         return f"u{up.id.replace('-', '')[:16]}-{iid}-{action}"
 
     def set(
-        self, up: UpgradeRecord, u: UpgradeInstanceRecord, expected: str, state: str, **fields: Any
+        self,
+        up: UpgradeRecord,
+        u: UpgradeInstanceRecord,
+        expected: UpgradeInstanceState,
+        state: UpgradeInstanceState,
+        **fields: Any,
     ) -> bool:
         if state in DONE_STATES:
             fields.setdefault("finished_at", self.clock.now())
@@ -154,13 +158,13 @@ class InstanceSteps:
         spec: wire.ImageSpec,
     ) -> None:
         try:
-            if u.state == "Pending":
+            if u.state == UpgradeInstanceState.PENDING:
                 self._take(up, policy, u, inst, spec)
-            elif u.state == "Reimaging":
+            elif u.state == UpgradeInstanceState.REIMAGING:
                 self._reimaging(up, policy, u, inst, spec)
-            elif u.state == "WaitingHealth":
+            elif u.state == UpgradeInstanceState.WAITING_HEALTH:
                 self._waiting(up, policy, u, inst)
-            elif u.state == "RollingBack":
+            elif u.state == UpgradeInstanceState.ROLLING_BACK:
                 self._rolling_back(up, u, inst)
         except AgentUnreachable as e:
             self._unreachable(up, policy, u.instance_id, inst, e)
@@ -179,18 +183,18 @@ class InstanceSteps:
             log.warning("%s: %s; will retry", inst.name, e)
             return
         waited = f"{policy.health_timeout_seconds:g}s"
-        if u.state == "Reimaging":
+        if u.state == UpgradeInstanceState.REIMAGING:
             try:
                 self._fail(
                     up,
                     policy,
                     u,
-                    "Reimaging",
+                    UpgradeInstanceState.REIMAGING,
                     f"host agent {inst.host} unreachable; reimage not confirmed within {waited}",
                 )
             except AgentUnreachable:
                 log.warning("%s: rollback waits for host %s", inst.name, inst.host)
-        elif u.state == "RollingBack":
+        elif u.state == UpgradeInstanceState.ROLLING_BACK:
             why = (
                 f"rollback not confirmed within {waited}: host agent {inst.host} unreachable;"
                 f" operation {u.operation_id} is sent again when it answers"
@@ -207,12 +211,18 @@ class InstanceSteps:
     ) -> None:
         seen = self.observe(inst)
         if seen.version == up.target.version:
-            self.set(up, u, "Pending", "Skipped", reason="already on the target version")
+            self.set(
+                up,
+                u,
+                UpgradeInstanceState.PENDING,
+                UpgradeInstanceState.SKIPPED,
+                reason="already on the target version",
+            )
             return
         op_id = self.op_id(up, u.instance_id, "reimage")
         taken = replace(
             u,
-            state="Reimaging",
+            state=UpgradeInstanceState.REIMAGING,
             operation_id=op_id,
             started_at=self.clock.now(),
             deadline=self.clock.now() + policy.health_timeout_seconds,
@@ -221,8 +231,8 @@ class InstanceSteps:
         if not self.set(
             up,
             u,
-            "Pending",
-            "Reimaging",
+            UpgradeInstanceState.PENDING,
+            UpgradeInstanceState.REIMAGING,
             operation_id=taken.operation_id,
             started_at=taken.started_at,
             deadline=taken.deadline,
@@ -252,7 +262,13 @@ class InstanceSteps:
             if e.status >= 500 and u.deadline is not None and self.clock.now() < u.deadline:
                 log.warning("%s: reimage not accepted yet (%s); will retry", inst.name, e.code)
                 return
-            self.set(up, u, "Reimaging", "Failed", reason=f"reimage refused: {e.code}: {e.message}")
+            self.set(
+                up,
+                u,
+                UpgradeInstanceState.REIMAGING,
+                UpgradeInstanceState.FAILED,
+                reason=f"reimage refused: {e.code}: {e.message}",
+            )
 
     def _reimaging(
         self,
@@ -282,8 +298,8 @@ class InstanceSteps:
             self.set(
                 up,
                 u,
-                "Reimaging",
-                "WaitingHealth",
+                UpgradeInstanceState.REIMAGING,
+                UpgradeInstanceState.WAITING_HEALTH,
                 deadline=self.clock.now() + policy.health_timeout_seconds,
                 reason=f"reimaged; waiting up to {policy.health_timeout_seconds:g}s for health",
             )
@@ -291,9 +307,21 @@ class InstanceSteps:
         err = f"{op.error.code}: {op.error.message}" if op.error else "unknown error"
         seen = self.observe(inst)
         if seen.version == up.target.version:
-            self._fail(up, policy, u, "Reimaging", f"reimage failed after the swap ({err})")
+            self._fail(
+                up,
+                policy,
+                u,
+                UpgradeInstanceState.REIMAGING,
+                f"reimage failed after the swap ({err})",
+            )
         else:
-            self.set(up, u, "Reimaging", "Failed", reason=f"reimage failed, unchanged ({err})")
+            self.set(
+                up,
+                u,
+                UpgradeInstanceState.REIMAGING,
+                UpgradeInstanceState.FAILED,
+                reason=f"reimage failed, unchanged ({err})",
+            )
 
     def _waiting(
         self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, inst: InstanceRecord
@@ -304,7 +332,13 @@ class InstanceSteps:
         if seen is not None and seen.healthy and seen.version == up.target.version:
             self.agents.commit(inst.host, inst.name, self.op_id(up, u.instance_id, "commit"))
             crash_point("committed")
-            self.set(up, u, "WaitingHealth", "Succeeded", reason="healthy; previous disk dropped")
+            self.set(
+                up,
+                u,
+                UpgradeInstanceState.WAITING_HEALTH,
+                UpgradeInstanceState.SUCCEEDED,
+                reason="healthy; previous disk dropped",
+            )
             return
         if due and seen is not None:
             why = "; ".join(seen.reasons) or "not healthy"
@@ -312,7 +346,7 @@ class InstanceSteps:
                 up,
                 policy,
                 u,
-                "WaitingHealth",
+                UpgradeInstanceState.WAITING_HEALTH,
                 f"not healthy within {policy.health_timeout_seconds:g}s ({why})",
             )
             return
@@ -349,17 +383,24 @@ class InstanceSteps:
     # -- rolling back --------------------------------------------------------------
 
     def _fail(
-        self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, expected: str, why: str
+        self,
+        up: UpgradeRecord,
+        policy: Policy,
+        u: UpgradeInstanceRecord,
+        expected: UpgradeInstanceState,
+        why: str,
     ) -> None:
         if not policy.automatic_rollback:
-            self.set(up, u, expected, "Failed", reason=f"{why}; left on the new image")
+            self.set(
+                up, u, expected, UpgradeInstanceState.FAILED, reason=f"{why}; left on the new image"
+            )
             return
         op_id = self.op_id(up, u.instance_id, "rollback")
         if self.set(
             up,
             u,
             expected,
-            "RollingBack",
+            UpgradeInstanceState.ROLLING_BACK,
             operation_id=op_id,
             deadline=self.clock.now() + policy.health_timeout_seconds,
             reason=f"{why}; rolling back",
@@ -367,7 +408,9 @@ class InstanceSteps:
             crash_point("rollback-decided")
             inst = self.store.instances.get(up.scale_set, u.instance_id)
             assert inst is not None
-            self._call_rollback(up, replace(u, state="RollingBack", operation_id=op_id), inst)
+            self._call_rollback(
+                up, replace(u, state=UpgradeInstanceState.ROLLING_BACK, operation_id=op_id), inst
+            )
 
     def _call_rollback(
         self, up: UpgradeRecord, u: UpgradeInstanceRecord, inst: InstanceRecord
@@ -432,8 +475,12 @@ class InstanceSteps:
     ) -> None:
         """End a rollback: RolledBack, or RollbackFailed (``finished=False``
         when it is only unconfirmed: :meth:`settle` takes it up again)."""
-        expected = u.state if u.state in ("RollingBack", "RollbackFailed") else "RollingBack"
-        state = "RolledBack" if ok else "RollbackFailed"
+        expected = (
+            u.state
+            if u.state in (UpgradeInstanceState.ROLLING_BACK, UpgradeInstanceState.ROLLBACK_FAILED)
+            else UpgradeInstanceState.ROLLING_BACK
+        )
+        state = UpgradeInstanceState.ROLLED_BACK if ok else UpgradeInstanceState.ROLLBACK_FAILED
         fields: dict[str, Any] = {"reason": why}
         if not finished:
             fields["finished_at"] = None
@@ -442,15 +489,23 @@ class InstanceSteps:
         if ok:
             self.store.instances.update(up.scale_set, u.instance_id, image_version=u.from_version)
             self.store.instances.update(
-                up.scale_set, u.instance_id, expected_state=NEEDS_ATTENTION, state=RUNNING
+                up.scale_set,
+                u.instance_id,
+                expected_state=ProvisioningState.NEEDS_ATTENTION,
+                state=ProvisioningState.RUNNING,
             )
             return
         self.store.instances.update(
-            up.scale_set, u.instance_id, expected_state=RUNNING, state=NEEDS_ATTENTION
+            up.scale_set,
+            u.instance_id,
+            expected_state=ProvisioningState.RUNNING,
+            state=ProvisioningState.NEEDS_ATTENTION,
         )
         cur = self.store.upgrades.get(up.id)
-        if cur is not None and cur.status == "RollingForward":
-            self.store.upgrades.update(up.id, expected_status="RollingForward", rollback_error=why)
+        if cur is not None and cur.status == UpgradeStatus.ROLLING_FORWARD:
+            self.store.upgrades.update(
+                up.id, expected_status=UpgradeStatus.ROLLING_FORWARD, rollback_error=why
+            )
 
     # -- after the upgrade -----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from controller.fleet.agents import AgentPool
 from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
 from controller.store.facade import HostRecord, InstanceRecord, Store
+from controller.store.states import ProvisioningState
 from hostagent.contract import wire
 from hostagent.contract.client import AgentClient, AgentError
 from kvmss.base.clock import Clock, FakeClock, SystemClock
@@ -123,7 +124,16 @@ def controller_of(
         for h in hosts:
             store.hosts.add(HostRecord(h, f"{url}/{h}", TOKEN, time.time()))
         recs = [
-            InstanceRecord("web", str(i), f"web-{i}", hosts[i % 2], i % 5, i % 2, "1", "Running")
+            InstanceRecord(
+                "web",
+                str(i),
+                f"web-{i}",
+                hosts[i % 2],
+                i % 5,
+                i % 2,
+                "1",
+                ProvisioningState.RUNNING,
+            )
             for i in range(count)
         ]
         store.instances.add_many(recs)

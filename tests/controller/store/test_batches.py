@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.store.facade import AlreadyExists, InstanceRecord, NotFound, Store
+from controller.store.states import ProvisioningState
 from kvmss.base.clock import FakeClock
 
 
@@ -18,12 +19,14 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
-def inst(iid: str, state: str = "Creating", scale_set: str = "web") -> InstanceRecord:
+def inst(
+    iid: str, state: ProvisioningState = ProvisioningState.CREATING, scale_set: str = "web"
+) -> InstanceRecord:
     return InstanceRecord(scale_set, iid, f"{scale_set}-{iid}", "h1", int(iid) % 5, 0, "1", state)
 
 
 def test_instances_added_together_are_stored_with_their_time(store: Store) -> None:
-    stored = store.instances.add_many([inst("0"), inst("1"), inst("2", "Running")])
+    stored = store.instances.add_many([inst("0"), inst("1"), inst("2", ProvisioningState.RUNNING)])
     assert [i.updated_at for i in stored] == [store.clock.now()] * 3
     assert store.instances.of("web") == stored
     assert store.instances.counts("web") == (3, 2)
@@ -45,7 +48,14 @@ def test_instances_added_together_are_all_or_none(store: Store) -> None:
 def test_states_set_together_pass_over_instances_gone(store: Store) -> None:
     store.instances.add_many([inst("0"), inst("1"), inst("2")])
     store.clock.advance(5)  # type: ignore[attr-defined]
-    store.instances.set_states("web", {"0": "Running", "2": "Failed", "9": "Running"})
+    store.instances.set_states(
+        "web",
+        {
+            "0": ProvisioningState.RUNNING,
+            "2": ProvisioningState.FAILED,
+            "9": ProvisioningState.RUNNING,
+        },
+    )
     got = {i.instance_id: (i.state, i.updated_at) for i in store.instances.of("web")}
     now = store.clock.now()
     assert got == {"0": ("Running", now), "1": ("Creating", now - 5), "2": ("Failed", now)}

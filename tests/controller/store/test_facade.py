@@ -14,6 +14,7 @@ from controller.store.facade import (
     AlreadyExists,
     Conflict,
     HostRecord,
+    IllegalTransition,
     ImageRecord,
     ImageRef,
     InstanceRecord,
@@ -24,6 +25,12 @@ from controller.store.facade import (
     UpgradeRecord,
     instance_name,
     new_upgrade_id,
+)
+from controller.store.states import (
+    ProvisioningState,
+    StartedBy,
+    UpgradeInstanceState,
+    UpgradeStatus,
 )
 from kvmss.base.clock import FakeClock
 
@@ -73,7 +80,7 @@ def _instance(scale_set: str, instance_id: str, **kw: object) -> InstanceRecord:
         update_domain=int(instance_id) % 5,
         fault_domain=0,
         image_version="1.0.0",
-        state="Creating",
+        state=ProvisioningState.CREATING,
     )
     return dataclasses.replace(rec, **kw)  # type: ignore[arg-type]
 
@@ -82,9 +89,9 @@ def _upgrade(scale_set: str, start: float, **kw: object) -> UpgradeRecord:
     rec = UpgradeRecord(
         id=new_upgrade_id(),
         scale_set=scale_set,
-        started_by="Platform",
+        started_by=StartedBy.PLATFORM,
         target=TARGET,
-        status="RollingForward",
+        status=UpgradeStatus.ROLLING_FORWARD,
         start_time=start,
         policy={"maxBatchInstancePercent": 20, "pauseTimeBetweenBatches": "PT0S"},
         batches=[["0", "1"], ["2"]],
@@ -335,10 +342,12 @@ def test_instance_crud(store: Store, clock: FakeClock) -> None:
     assert (got.state, got.image_version, got.updated_at) == ("Running", "1.1.0", clock.now())
 
     # Compare-and-swap on state.
-    assert not store.instances.update("web", "2", expected_state="Creating", state="Deleting")
-    assert store.instances.update("web", "2", expected_state="Running", state="Deleting")
+    assert not store.instances.update("web", "2", expected_state="Creating", state="Failed")
+    assert store.instances.update("web", "2", expected_state="Running", state="NeedsAttention")
     got = store.instances.get("web", "2")
-    assert got is not None and got.state == "Deleting"
+    assert got is not None and got.state == "NeedsAttention"
+    with pytest.raises(ValueError, match="state: 'Deleting' is not one of"):
+        store.instances.update("web", "2", state="Deleting")
 
     with pytest.raises(NotFound, match="instance 'web'/99: not found"):
         store.instances.update("web", "99", state="Running")
@@ -367,7 +376,7 @@ def test_upgrade_roundtrip_and_one_running_per_scale_set(store: Store, clock: Fa
     ):
         store.upgrades.create(_upgrade("web", clock.now()))
     with pytest.raises(AlreadyExists):
-        store.upgrades.create(dataclasses.replace(first, status="Completed"))
+        store.upgrades.create(dataclasses.replace(first, status=UpgradeStatus.COMPLETED))
     other = _upgrade("api", clock.now())
     store.upgrades.create(other)  # another scale set is independent
     # A finished one may sit beside the running one.
@@ -381,7 +390,7 @@ def test_upgrade_roundtrip_and_one_running_per_scale_set(store: Store, clock: Fa
 
     done = store.upgrades.update(
         first.id,
-        expected_status="RollingForward",
+        expected_status=UpgradeStatus.ROLLING_FORWARD,
         status="Completed",
         end_time=clock.now() + 60,
         successful_count=3,
@@ -396,7 +405,9 @@ def test_upgrade_roundtrip_and_one_running_per_scale_set(store: Store, clock: Fa
     assert store.upgrades.running("web") is None
 
     with pytest.raises(Conflict, match="status is Completed, expected RollingForward"):
-        store.upgrades.update(first.id, expected_status="RollingForward", status="Faulted")
+        store.upgrades.update(
+            first.id, expected_status=UpgradeStatus.ROLLING_FORWARD, status=UpgradeStatus.FAULTED
+        )
     got = store.upgrades.get(first.id)
     assert got is not None and got.status == "Completed"
     with pytest.raises(NotFound):
@@ -407,9 +418,11 @@ def test_upgrade_roundtrip_and_one_running_per_scale_set(store: Store, clock: Fa
     # Now a new one may start.
     second = _upgrade("web", clock.now())
     store.upgrades.create(second)
-    # And turning the old one back to running would make two: refused.
-    with pytest.raises(Conflict, match="already has a running upgrade"):
-        store.upgrades.update(first.id, expected_status="Completed", status="RollingForward")
+    # An ended upgrade never runs again (controller.store.states).
+    with pytest.raises(IllegalTransition, match="Completed -> RollingForward"):
+        store.upgrades.update(
+            first.id, expected_status=UpgradeStatus.COMPLETED, status=UpgradeStatus.ROLLING_FORWARD
+        )
 
 
 def test_request_cancel(store: Store, clock: FakeClock) -> None:
@@ -420,7 +433,9 @@ def test_request_cancel(store: Store, clock: FakeClock) -> None:
     assert store.upgrades.request_cancel("web")
     got = store.upgrades.get(up.id)
     assert got is not None and got.cancel_requested
-    store.upgrades.update(up.id, expected_status="RollingForward", status="Cancelled")
+    store.upgrades.update(
+        up.id, expected_status=UpgradeStatus.ROLLING_FORWARD, status=UpgradeStatus.CANCELLED
+    )
     assert not store.upgrades.request_cancel("web")
 
 
@@ -511,7 +526,9 @@ def test_upgrade_instances_and_cas(store: Store, clock: FakeClock) -> None:
             UpgradeInstanceRecord(up.id, "10", batch=1),
             UpgradeInstanceRecord(up.id, "2", batch=0, from_version="1.0.0"),
             UpgradeInstanceRecord(up.id, "1", batch=1),
-            UpgradeInstanceRecord(up.id, "0", batch=0, state="Skipped", reason="on target"),
+            UpgradeInstanceRecord(
+                up.id, "0", batch=0, state=UpgradeInstanceState.SKIPPED, reason="on target"
+            ),
         ]
     )
     got = store.upgrade_instances.of(up.id)
@@ -520,12 +537,23 @@ def test_upgrade_instances_and_cas(store: Store, clock: FakeClock) -> None:
     assert got[1] == UpgradeInstanceRecord(up.id, "2", batch=0, from_version="1.0.0")
 
     assert store.upgrade_instances.update(
-        up.id, "2", "Pending", state="Reimaging", operation_id="op-1", started_at=10.0
+        up.id,
+        "2",
+        UpgradeInstanceState.PENDING,
+        state=UpgradeInstanceState.REIMAGING,
+        operation_id="op-1",
+        started_at=10.0,
     )
     # A second worker that still thinks it is Pending loses.
-    assert not store.upgrade_instances.update(up.id, "2", "Pending", state="Reimaging")
+    assert not store.upgrade_instances.update(
+        up.id, "2", UpgradeInstanceState.PENDING, state=UpgradeInstanceState.REIMAGING
+    )
     assert store.upgrade_instances.update(
-        up.id, "2", "Reimaging", state="WaitingHealth", deadline=310.0
+        up.id,
+        "2",
+        UpgradeInstanceState.REIMAGING,
+        state=UpgradeInstanceState.WAITING_HEALTH,
+        deadline=310.0,
     )
     assert store.upgrade_instances.update(up.id, "2", None, reason="no CAS")
     row = next(r for r in store.upgrade_instances.of(up.id) if r.instance_id == "2")
@@ -538,7 +566,9 @@ def test_upgrade_instances_and_cas(store: Store, clock: FakeClock) -> None:
     )
 
     with pytest.raises(NotFound, match="instance 99: not found"):
-        store.upgrade_instances.update(up.id, "99", "Pending", state="Reimaging")
+        store.upgrade_instances.update(
+            up.id, "99", UpgradeInstanceState.PENDING, state=UpgradeInstanceState.REIMAGING
+        )
     with pytest.raises(ValueError, match="state: 'Exploded' is not one of"):
         store.upgrade_instances.update(up.id, "2", None, state="Exploded")
     with pytest.raises(AlreadyExists):

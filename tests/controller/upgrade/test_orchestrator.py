@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.store.facade import Conflict, ImageRecord, InstanceRecord, Store, instance_name
+from controller.store.states import ProvisioningState, StartedBy
 from controller.upgrade import planner
 from controller.upgrade.orchestrator import Orchestrator, Policy
 from hostagent.contract import wire
@@ -75,13 +76,22 @@ def populate(w: World, n: int, version: str = "1") -> None:
         name = instance_name(SET, iid)
         w.store.instances.add(
             InstanceRecord(
-                SET, iid, name, f"host{int(iid) % 2}", uds[iid], int(iid) % 2, version, "Running"
+                SET,
+                iid,
+                name,
+                f"host{int(iid) % 2}",
+                uds[iid],
+                int(iid) % 2,
+                version,
+                ProvisioningState.RUNNING,
             )
         )
         w.agents.add(name, version)
 
 
-def run(w: World, policy: Policy | None = None, version: str = "2", by: str = "Platform") -> str:
+def run(
+    w: World, policy: Policy | None = None, version: str = "2", by: StartedBy = StartedBy.PLATFORM
+) -> str:
     up = w.orch.start(SET, image(version), policy or Policy(), by)
     return w.orch.run(up.id, poll_seconds=5).id
 
@@ -129,7 +139,7 @@ def test_precheck_exactly_at_threshold_proceeds(world: World) -> None:
     populate(world, 10)
     unhealthy_set(world, {"8", "9"})  # 2 of 10 = 20%: allowed
     up = world.orch.start(
-        SET, image("2"), Policy(max_unhealthy_upgraded_instance_percent=100), "Platform"
+        SET, image("2"), Policy(max_unhealthy_upgraded_instance_percent=100), StartedBy.PLATFORM
     )
     world.orch.step(up.id)
     assert world.agents.ops, "the first batch must have started"
@@ -152,7 +162,7 @@ def test_precheck_just_above_threshold_faults_before_first_batch_touching_nothin
 
 def test_precheck_before_a_later_batch_stops_the_upgrade(world: World) -> None:
     populate(world, 10)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     # run until batch 0 is done, then three instances of later batches go bad
     while world.store.upgrades.get(up.id).current_batch == 0:  # type: ignore[union-attr]
         world.orch.step(up.id)
@@ -214,7 +224,7 @@ def test_upgraded_failure_exactly_at_threshold_continues(world: World) -> None:
 def test_started_by_hand_does_not_roll_back(world: World) -> None:
     populate(world, 3)
     world.agents.health = lambda _n, v, _a: v != "2"
-    up_id = run(world, Policy(automatic_rollback=False), by="User")
+    up_id = run(world, Policy(automatic_rollback=False), by=StartedBy.USER)
     up = world.store.upgrades.get(up_id)
     assert up is not None and up.status == "Faulted"
     assert world.agents.rollbacks == {}
@@ -233,7 +243,7 @@ def test_failed_reimage_that_changed_nothing_counts_failed_without_rollback(worl
 
 def test_cancel_mid_batch_lets_in_flight_finish_and_starts_nothing_new(world: World) -> None:
     populate(world, 10)
-    up = world.orch.start(SET, image("2"), Policy(), "User")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.USER)
     world.orch.step(up.id)  # batch 0 in flight
     assert world.store.upgrades.request_cancel(SET)
     done = world.orch.run(up.id, poll_seconds=5)
@@ -246,20 +256,20 @@ def test_cancel_mid_batch_lets_in_flight_finish_and_starts_nothing_new(world: Wo
 
 def test_one_upgrade_at_a_time(world: World) -> None:
     populate(world, 2)
-    world.orch.start(SET, image("2"), Policy(), "Platform")
+    world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     with pytest.raises(Conflict):
-        world.orch.start(SET, image("3"), Policy(), "Platform")
+        world.orch.start(SET, image("3"), Policy(), StartedBy.PLATFORM)
 
 
 def test_version_published_mid_upgrade_is_picked_up_by_the_next(world: World) -> None:
     populate(world, 4)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     world.orch.step(up.id)
     # version 3 appears while the upgrade to 2 runs: this upgrade stays on 2
     done = world.orch.run(up.id, poll_seconds=5)
     assert done.status == "Completed" and done.target.version == "2"
     assert world.versions() == ["2"] * 4
-    nxt = world.orch.run(world.orch.start(SET, image("3"), Policy(), "Platform").id)
+    nxt = world.orch.run(world.orch.start(SET, image("3"), Policy(), StartedBy.PLATFORM).id)
     assert nxt.status == "Completed" and world.versions() == ["3"] * 4
 
 
@@ -268,7 +278,7 @@ def test_controller_restarted_mid_batch_resumes_without_reimaging_twice(
     world: World, steps: int
 ) -> None:
     populate(world, 6)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     for _ in range(steps):
         world.orch.step(up.id)
         world.clock.advance(5)
@@ -292,14 +302,14 @@ def test_prioritize_unhealthy_takes_unhealthy_first(world: World) -> None:
     populate(world, 10)
     bad = instance_name(SET, "7")
     world.agents.health = lambda n, v, _a: n != bad or v == "2"
-    up = world.orch.start(SET, image("2"), Policy(prioritize_unhealthy=True), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(prioritize_unhealthy=True), StartedBy.PLATFORM)
     assert up.batches[0] == ["7"]
     assert world.orch.run(up.id, poll_seconds=5).status == "Completed"
 
 
 def test_unreachable_agent_during_health_wait_fails_after_timeout(world: World) -> None:
     populate(world, 1)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     world.orch.step(up.id)
     world.clock.advance(15)
     world.orch.step(up.id)  # reimage done, now waiting for health
