@@ -135,7 +135,11 @@ class ScaleSets(Reconciler, UpgradeStarts):
         target = self.resolve(model.image_reference)
         if model.mode == "Automatic":
             self.start_upgrade(
-                model.name, StartedBy.USER, target, policy=self.all_at_once(model), all_at_once=True
+                model.name,
+                StartedBy.USER,
+                target,
+                policy=model.rolling.all_at_once(),
+                all_at_once=True,
             )
         else:
             self.start_upgrade(model.name, StartedBy.USER, target)

@@ -12,13 +12,13 @@ from typing import Any, BinaryIO
 
 from controller.images.catalog import CatalogError
 from controller.model.scaleset import ScaleSetModel, parse_scale_set
+from controller.model.upgradepolicy import RollingPolicy
 from controller.model.versions import version_key
 from controller.service.base import ControllerError
 from controller.service.imagespecs import ImageSpecs
 from controller.store.facade import Conflict, ImageRecord, InstanceRecord, UpgradeRecord
 from controller.store.states import StartedBy, UpgradeStatus
 from controller.upgrade import planner
-from controller.upgrade.orchestrator import Policy
 from hostagent.contract.client import AgentError
 
 log = logging.getLogger(__name__)
@@ -79,28 +79,10 @@ class UpgradeStarts(ImageSpecs):
         except ControllerError as e:
             log.warning("%s: automatic upgrade not started: %s", model.name, e.message)
 
-    def policy(self, model: ScaleSetModel, started_by: str) -> Policy:
-        r = model.rolling
-        return Policy(
-            max_batch_instance_percent=r.max_batch_instance_percent,
-            max_unhealthy_instance_percent=r.max_unhealthy_instance_percent,
-            max_unhealthy_upgraded_instance_percent=r.max_unhealthy_upgraded_instance_percent,
-            pause_seconds=r.pause_seconds,
-            health_timeout_seconds=r.health_timeout_seconds,
-            prioritize_unhealthy=r.prioritize_unhealthy_instances,
-            automatic_rollback=started_by == StartedBy.PLATFORM
-            and not model.automatic.disable_rollback,
-        )
-
-    def all_at_once(self, model: ScaleSetModel) -> Policy:
-        """Upgrade mode Automatic and manualUpgrade: one batch, no stop rules."""
-        return Policy(
-            max_batch_instance_percent=100,
-            max_unhealthy_instance_percent=100,
-            max_unhealthy_upgraded_instance_percent=100,
-            health_timeout_seconds=model.rolling.health_timeout_seconds,
-            automatic_rollback=False,
-        )
+    @staticmethod
+    def policy(model: ScaleSetModel, started_by: str) -> RollingPolicy:
+        """What an upgrade started by ``started_by`` runs under (rule 4)."""
+        return model.rolling if started_by == StartedBy.PLATFORM else model.rolling.by_hand()
 
     def start_upgrade(
         self,
@@ -108,7 +90,7 @@ class UpgradeStarts(ImageSpecs):
         started_by: str,
         target: ImageRecord | None = None,
         *,
-        policy: Policy | None = None,
+        policy: RollingPolicy | None = None,
         only: set[str] | None = None,
         all_at_once: bool = False,
     ) -> UpgradeRecord:
@@ -194,7 +176,7 @@ class UpgradeStarts(ImageSpecs):
             name,
             StartedBy.USER,
             target,
-            policy=self.all_at_once(model),
+            policy=model.rolling.all_at_once(),
             only=set(instance_ids),
             all_at_once=True,
         )
@@ -247,7 +229,7 @@ class UpgradeStarts(ImageSpecs):
                 insts,
                 target.version,
                 model.rolling.max_batch_instance_percent,
-                prioritize_unhealthy=model.rolling.prioritize_unhealthy_instances,
+                prioritize_unhealthy=model.rolling.prioritize_unhealthy,
             )
         ref = target.ref
         return {

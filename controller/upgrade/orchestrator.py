@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from controller.fleet.agents import AgentPort
+from controller.model.upgradepolicy import RollingPolicy
 from controller.store.facade import (
     Conflict,
     ImageRecord,
@@ -55,27 +55,7 @@ from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Observed", "Orchestrator", "Policy"]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The rolling policy an upgrade runs under, snapshotted when it starts."""
-
-    max_batch_instance_percent: int = 20
-    max_unhealthy_instance_percent: int = 20
-    max_unhealthy_upgraded_instance_percent: int = 20
-    pause_seconds: float = 0.0
-    health_timeout_seconds: float = 300.0
-    prioritize_unhealthy: bool = False
-    automatic_rollback: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Policy:
-        return cls(**d)
+__all__ = ["Observed", "Orchestrator"]
 
 
 class Orchestrator:
@@ -137,7 +117,7 @@ class Orchestrator:
         self,
         scale_set: str,
         target: ImageRecord,
-        policy: Policy,
+        policy: RollingPolicy,
         started_by: StartedBy,
         *,
         only: set[str] | None = None,
@@ -200,7 +180,7 @@ class Orchestrator:
         if up is None or up.status != UpgradeStatus.ROLLING_FORWARD:
             assert up is not None, upgrade_id
             return up
-        policy = Policy.from_dict(up.policy)
+        policy = RollingPolicy.from_dict(up.policy)
         if up.current_batch >= len(up.batches):
             return self._finish(up, UpgradeStatus.COMPLETED)
         k = up.current_batch
@@ -232,7 +212,7 @@ class Orchestrator:
         return up
 
     def _before_batch(
-        self, up: UpgradeRecord, policy: Policy, k: int, instances: dict[str, InstanceRecord]
+        self, up: UpgradeRecord, policy: RollingPolicy, k: int, instances: dict[str, InstanceRecord]
     ) -> UpgradeRecord | None:
         """Cancel, pause between batches, and rule 2; None means go."""
         if up.cancel_requested:
@@ -259,7 +239,7 @@ class Orchestrator:
         self._decide(up, None, "batch", f"batch {k} starts: {up.batches[k]}")
         return None
 
-    def _after_batch(self, up: UpgradeRecord, policy: Policy, k: int) -> UpgradeRecord:
+    def _after_batch(self, up: UpgradeRecord, policy: RollingPolicy, k: int) -> UpgradeRecord:
         rows = self.store.upgrade_instances.of(up.id)
         taken = [u for u in rows if u.state in DONE_STATES - {UpgradeInstanceState.SKIPPED}]
         failed = [u for u in taken if u.state in FAILED_STATES]

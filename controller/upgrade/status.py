@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.model.upgradepolicy import RollingPolicy
 from controller.store.facade import Decision, UpgradeInstanceRecord, UpgradeRecord
 from controller.store.states import UpgradeStatus
 from kvmss.base.clock import iso8601
@@ -35,15 +36,15 @@ def _target(up: UpgradeRecord) -> dict[str, str]:
 
 
 def _policy(up: UpgradeRecord) -> dict[str, Any]:
-    p = up.policy
+    p = RollingPolicy.from_dict(up.policy)
     return {
-        "maxBatchInstancePercent": p.get("max_batch_instance_percent"),
-        "maxUnhealthyInstancePercent": p.get("max_unhealthy_instance_percent"),
-        "maxUnhealthyUpgradedInstancePercent": p.get("max_unhealthy_upgraded_instance_percent"),
-        "pauseTimeBetweenBatchesSeconds": p.get("pause_seconds"),
-        "healthTimeoutSeconds": p.get("health_timeout_seconds"),
-        "prioritizeUnhealthyInstances": p.get("prioritize_unhealthy"),
-        "automaticRollback": p.get("automatic_rollback"),
+        "maxBatchInstancePercent": p.max_batch_instance_percent,
+        "maxUnhealthyInstancePercent": p.max_unhealthy_instance_percent,
+        "maxUnhealthyUpgradedInstancePercent": p.max_unhealthy_upgraded_instance_percent,
+        "pauseTimeBetweenBatchesSeconds": p.pause_seconds,
+        "healthTimeoutSeconds": p.health_timeout_seconds,
+        "prioritizeUnhealthyInstances": p.prioritize_unhealthy,
+        "automaticRollback": p.automatic_rollback,
     }
 
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from controller.fleet.agents import AgentPort
+from controller.model.upgradepolicy import RollingPolicy
 from controller.store.facade import InstanceRecord, Store, UpgradeInstanceRecord, UpgradeRecord
 from controller.store.states import (
     DONE_STATES,
@@ -45,9 +46,6 @@ from controller.upgrade.faults import crash_point
 from hostagent.contract import wire
 from hostagent.contract.client import AgentError, AgentUnreachable
 from kvmss.base.clock import Clock
-
-if TYPE_CHECKING:
-    from controller.upgrade.orchestrator import Policy
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +150,7 @@ class InstanceSteps:
     def advance(
         self,
         up: UpgradeRecord,
-        policy: Policy,
+        policy: RollingPolicy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
         spec: wire.ImageSpec,
@@ -172,7 +170,7 @@ class InstanceSteps:
     def _unreachable(
         self,
         up: UpgradeRecord,
-        policy: Policy,
+        policy: RollingPolicy,
         iid: str,
         inst: InstanceRecord,
         e: AgentUnreachable,
@@ -204,7 +202,7 @@ class InstanceSteps:
     def _take(
         self,
         up: UpgradeRecord,
-        policy: Policy,
+        policy: RollingPolicy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
         spec: wire.ImageSpec,
@@ -273,7 +271,7 @@ class InstanceSteps:
     def _reimaging(
         self,
         up: UpgradeRecord,
-        policy: Policy,
+        policy: RollingPolicy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
         spec: wire.ImageSpec,
@@ -324,7 +322,11 @@ class InstanceSteps:
             )
 
     def _waiting(
-        self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, inst: InstanceRecord
+        self,
+        up: UpgradeRecord,
+        policy: RollingPolicy,
+        u: UpgradeInstanceRecord,
+        inst: InstanceRecord,
     ) -> None:
         assert u.deadline is not None
         due = self.clock.now() >= u.deadline
@@ -353,7 +355,11 @@ class InstanceSteps:
         crash_point("health-wait")
 
     def _health(
-        self, up: UpgradeRecord, policy: Policy, u: UpgradeInstanceRecord, inst: InstanceRecord
+        self,
+        up: UpgradeRecord,
+        policy: RollingPolicy,
+        u: UpgradeInstanceRecord,
+        inst: InstanceRecord,
     ) -> Observed | None:
         """A waiting instance's health from a fresh snapshot, or from its agent
         when :meth:`_due`; None: not looked at this step."""
@@ -385,7 +391,7 @@ class InstanceSteps:
     def _fail(
         self,
         up: UpgradeRecord,
-        policy: Policy,
+        policy: RollingPolicy,
         u: UpgradeInstanceRecord,
         expected: UpgradeInstanceState,
         why: str,

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.store.facade import Conflict, ImageRecord, InstanceRecord, Store, instance_name
 from controller.store.states import ProvisioningState, StartedBy
 from controller.upgrade import planner
-from controller.upgrade.orchestrator import Orchestrator, Policy
+from controller.upgrade.orchestrator import Orchestrator
 from hostagent.contract import wire
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from controller.images.catalog import Catalog
+from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.service.controller import Controller, Settings
 from controller.store.facade import ImageRecord, InstanceRecord, Store, UpgradeRecord, instance_name
 from controller.store.states import ProvisioningState, StartedBy
-from controller.upgrade.orchestrator import Orchestrator, Policy
+from controller.upgrade.orchestrator import Orchestrator
 from hostagent.contract import wire
 from hostagent.contract.client import AgentError
 from kvmss.base.clock import FakeClock

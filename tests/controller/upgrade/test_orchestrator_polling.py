@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.store.facade import Store, instance_name
 from controller.store.states import StartedBy
-from controller.upgrade.orchestrator import Orchestrator, Policy
+from controller.upgrade.orchestrator import Orchestrator
 from controller.upgrade.steps import MAX_POLL_INTERVAL
 from hostagent.contract import wire
 from kvmss.base.clock import FakeClock
