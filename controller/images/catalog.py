@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from controller.base.errors import ControllerError
 from controller.model.versions import newest, parse_version, sort_newest_first
 from controller.store.facade import AlreadyExists, ImageRecord, ImageRef, Store
 from hostagent.contract.wire import IMAGE_PART_RE
@@ -49,7 +50,7 @@ _STATUS: Final = {
 }
 
 
-class CatalogError(ValueError):
+class CatalogError(ControllerError):
     """A publish or a lookup was refused.
 
     ``code`` is one of InvalidParameter, InvalidVersion, AlreadyExists,
@@ -58,10 +59,7 @@ class CatalogError(ValueError):
     """
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = _STATUS.get(code, 400)
+        super().__init__(_STATUS.get(code, 400), code, message)
 
 
 @dataclass(frozen=True)

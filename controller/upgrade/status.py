@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.base.errors import ControllerError
+from controller.fleet.models import ScaleSetModels
 from controller.model.upgradepolicy import RollingPolicy
-from controller.store.facade import Decision, UpgradeInstanceRecord, UpgradeRecord
+from controller.store.facade import Decision, Store, UpgradeInstanceRecord, UpgradeRecord
 from controller.store.states import UpgradeStatus
-from kvmss.base.clock import iso8601
+from kvmss.base.clock import Clock, iso8601
 
 ROLLING_TYPE = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
 
@@ -48,6 +50,13 @@ def _policy(up: UpgradeRecord) -> dict[str, Any]:
     }
 
 
+def last_action(up: UpgradeRecord) -> str:
+    """Azure's RollingUpgradeActionType: the user's cancel, once asked for,
+    is the last action; before that the start."""
+    cancelled = up.cancel_requested or up.status == UpgradeStatus.CANCELLED
+    return "Cancel" if cancelled else "Start"
+
+
 def latest(
     up: UpgradeRecord,
     rows: list[UpgradeInstanceRecord],
@@ -61,7 +70,7 @@ def latest(
             "runningStatus": {
                 "code": up.status,
                 "startTime": iso8601(up.start_time),
-                "lastAction": "Start" if up.status == UpgradeStatus.ROLLING_FORWARD else up.status,
+                "lastAction": last_action(up),
                 "lastActionTime": iso8601(last.time if last else up.start_time),
             },
             "progress": _progress(up),
@@ -123,3 +132,32 @@ def history_entry(up: UpgradeRecord, location: str = "local") -> dict[str, Any]:
         "type": ROLLING_TYPE,
         "location": location,
     }
+
+
+class UpgradeReports:
+    """The latest upgrade's status and the history of a scale set, as the API shows them."""
+
+    def __init__(self, store: Store, models: ScaleSetModels, clock: Clock) -> None:
+        self._store = store
+        self._models = models
+        self._clock = clock
+
+    def latest_status(self, name: str) -> dict[str, Any]:
+        model = self._models.model(name)
+        ups = self._store.upgrades.history(name, self._clock.now(), limit=1)
+        if not ups:
+            raise ControllerError(
+                404, "NotFound", f"scale set {name[:80]!r} has had no rolling upgrade"
+            )
+        up = ups[0]
+        return latest(
+            up,
+            self._store.upgrade_instances.of(up.id),
+            self._store.decisions.of(up.id),
+            model.location,
+        )
+
+    def history(self, name: str) -> dict[str, Any]:
+        model = self._models.model(name)
+        ups = self._store.upgrades.history(name, self._clock.now())
+        return {"value": [history_entry(u, model.location) for u in ups]}

@@ -56,13 +56,13 @@ def test_a_patch_racing_another_keeps_both_changes(env: Env) -> None:
 def test_a_tag_does_not_reconcile_a_capacity_change_does(env: Env) -> None:
     _scale_set(env)
     reconciled: list[str] = []
-    later = env.ctl._reconcile_later
+    later = env.ctl.reconciler.reconcile_later
 
     def counted(name: str) -> None:
         reconciled.append(name)
         later(name)
 
-    env.ctl._reconcile_later = counted  # type: ignore[method-assign]
+    env.ctl.reconciler.reconcile_later = counted  # type: ignore[method-assign]
     assert env.api.patch("/v1/scaleSets/web", json={"tags": {"a": "b"}}, headers=AUTH).is_success
     assert reconciled == []
     capacity: dict[str, Any] = {"sku": {"capacity": 4}}
