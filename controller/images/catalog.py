@@ -163,30 +163,7 @@ class Catalog:
                     f" given ({qblob.size} bytes arrived; was the upload cut short?)",
                 )
             virtual_size = self._inspect(qblob.part, ref)
-            with self._lock:
-                created: list[Path] = []
-                try:
-                    rec = ImageRecord(
-                        publisher=publisher,
-                        offer=offer,
-                        sku=sku,
-                        version=version,
-                        sha256=qblob.sha256,
-                        size_bytes=qblob.size,
-                        virtual_size=virtual_size,
-                        path=self._place(qblob, "qcow2", created),
-                        published_at=self.clock.now(),
-                        kernel_path=self._place(kblob, "kernel", created) if kblob else None,
-                        kernel_sha256=kblob.sha256 if kblob else None,
-                        initrd_path=self._place(iblob, "initrd", created) if iblob else None,
-                        initrd_sha256=iblob.sha256 if iblob else None,
-                        cmdline=cmdline,
-                    )
-                    self.store.images.add(rec)
-                except BaseException:
-                    for path in created:
-                        path.unlink(missing_ok=True)
-                    raise
+            rec = self._record(ref, qblob, virtual_size, kblob, iblob, cmdline)
         except AlreadyExists:
             raise CatalogError(
                 "AlreadyExists", f"image {ref}: this version is already published"
@@ -195,6 +172,43 @@ class Catalog:
             for part in parts:
                 part.unlink(missing_ok=True)
         log.info("published image %s: sha256 %s, %d bytes", ref, rec.sha256, rec.size_bytes)
+        return rec
+
+    def _record(
+        self,
+        ref: ImageRef,
+        qblob: _Blob,
+        virtual_size: int,
+        kblob: _Blob | None,
+        iblob: _Blob | None,
+        cmdline: str | None,
+    ) -> ImageRecord:
+        """Make the blobs visible and record the version, or undo the blobs
+        this call placed (a failed publish never removes another's blob)."""
+        with self._lock:
+            created: list[Path] = []
+            try:
+                rec = ImageRecord(
+                    publisher=ref.publisher,
+                    offer=ref.offer,
+                    sku=ref.sku,
+                    version=ref.version,
+                    sha256=qblob.sha256,
+                    size_bytes=qblob.size,
+                    virtual_size=virtual_size,
+                    path=self._place(qblob, "qcow2", created),
+                    published_at=self.clock.now(),
+                    kernel_path=self._place(kblob, "kernel", created) if kblob else None,
+                    kernel_sha256=kblob.sha256 if kblob else None,
+                    initrd_path=self._place(iblob, "initrd", created) if iblob else None,
+                    initrd_sha256=iblob.sha256 if iblob else None,
+                    cmdline=cmdline,
+                )
+                self.store.images.add(rec)
+            except BaseException:
+                for path in created:
+                    path.unlink(missing_ok=True)
+                raise
         return rec
 
     def _check_boot(self, kernel: Path | None, initrd: Path | None, cmdline: str | None) -> None:

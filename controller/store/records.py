@@ -139,6 +139,12 @@ class UpgradeInstanceRecord:
     finished_at: float | None = None
     reason: str | None = None
 
+    @property
+    def unconfirmed(self) -> bool:
+        """A rollback decided but given up on while its host did not answer
+        (docs/design.md rule 12): carried out once the host answers."""
+        return self.state == UpgradeInstanceState.ROLLBACK_FAILED and self.finished_at is None
+
 
 @dataclass(frozen=True)
 class Decision:

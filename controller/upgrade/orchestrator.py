@@ -9,9 +9,8 @@ neither loses nor repeats work (agents treat a known operation id as the same
 call). Time comes from the injected clock: a five-minute health timeout is a
 deadline in the store, not a sleep.
 
-What happens to one instance (and to a host that stops answering) is
-:mod:`controller.upgrade.steps`; this module runs the batches, the gates of
-rules 2 and 5, cancel and pause, and the upgrade's counts and status. After
+This runs the batches, the gates of rules 2 and 5, cancel and pause, and
+the upgrade's counts and status; each instance's step is its own. After
 an upgrade ends, :meth:`Orchestrator.run` keeps settling rollbacks that were
 decided but could not be confirmed (their host did not answer) until the host
 answers again; :meth:`Orchestrator.start` settles any left by an earlier run.
@@ -20,9 +19,11 @@ answers again; :meth:`Orchestrator.start` settles any left by an earlier run.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
+from controller.base.settings import POLL_SECONDS
 from controller.fleet.agents import AgentPort
 from controller.model.upgradepolicy import RollingPolicy
 from controller.store.facade import (
@@ -43,15 +44,13 @@ from controller.store.states import (
     UpgradeStatus,
 )
 from controller.upgrade import planner
-from controller.upgrade.steps import (
-    InstanceSteps,
-    Observed,
-    Recent,
-    no_snapshots,
-    unconfirmed,
-)
+from controller.upgrade.observing import Observed, Observer, Recent, no_snapshots
+from controller.upgrade.rollback import Rollbacks
+from controller.upgrade.rows import UpgradeRows
+from controller.upgrade.steps import InstanceSteps
 from hostagent.contract import wire
 from kvmss.base.clock import Clock
+from kvmss.base.waiting import wait_for, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +73,15 @@ class Orchestrator:
         self.agents = agents
         self.image_spec = image_spec
         self.clock = clock
-        self.steps = InstanceSteps(store, agents, clock, self._decide, recent)
+        self.observer = Observer(agents, clock, recent)
+        self.rows = UpgradeRows(store, clock, self._decide, self.observer.forget)
+        self.rollbacks = Rollbacks(store, agents, clock, self.rows, self.observer)
+        self.steps = InstanceSteps(store, agents, clock, self.rows, self.observer, self.rollbacks)
 
     # -- observing ---------------------------------------------------------------
 
     def observe(self, inst: InstanceRecord) -> Observed:
-        return self.steps.observe(inst)
+        return self.observer.observe(inst)
 
     def _decide(self, up: UpgradeRecord, iid: str | None, event: str, message: str) -> None:
         self.store.decisions.log(up.id, self.clock.now(), iid, event, message)
@@ -201,7 +203,7 @@ class Orchestrator:
             if inst is None:
                 if u.state not in DONE_STATES:  # (one that ended stays as it ended)
                     skipped = UpgradeInstanceState.SKIPPED
-                    self.steps.set(up, u, u.state, skipped, reason="instance was removed")
+                    self.rows.set(up, u, u.state, skipped, reason="instance was removed")
                 continue
             self.steps.advance(up, policy, u, inst, spec)
         every = self.store.upgrade_instances.of(up.id)
@@ -225,7 +227,7 @@ class Orchestrator:
             if self.clock.now() < ended + policy.pause_seconds:
                 return up
         # (healthy from snapshots where they say so: the whole set, every batch)
-        seen = {iid: self.steps.observe(i, snapshot=True) for iid, i in instances.items()}
+        seen = {iid: self.observer.observe(i, snapshot=True) for iid, i in instances.items()}
         unhealthy = sorted((iid for iid, o in seen.items() if not o.healthy), key=int)
         if planner.too_unhealthy(len(unhealthy), len(seen), policy.max_unhealthy_instance_percent):
             where = "before the first batch; nothing was changed" if k == 0 else f"before batch {k}"
@@ -319,10 +321,10 @@ class Orchestrator:
         up = self.store.upgrades.get(upgrade_id)
         if up is None or up.status == UpgradeStatus.ROLLING_FORWARD:
             return True
-        rows = [u for u in self.store.upgrade_instances.of(up.id) if unconfirmed(u)]
+        rows = [u for u in self.store.upgrade_instances.of(up.id) if u.unconfirmed]
         if not rows:
             return True
-        settled = [self.steps.settle(up, u) for u in rows]
+        settled = [self.rollbacks.settle(up, u) for u in rows]
         if any(settled):
             self._count(up, up.status)
         return all(settled)
@@ -335,7 +337,7 @@ class Orchestrator:
             if self.settle(old.id):
                 continue
             for u in self.store.upgrade_instances.of(old.id):
-                if unconfirmed(u) and self.store.upgrade_instances.update(
+                if u.unconfirmed and self.store.upgrade_instances.update(
                     old.id,
                     u.instance_id,
                     expected_state=UpgradeInstanceState.ROLLBACK_FAILED,
@@ -352,29 +354,41 @@ class Orchestrator:
     # -- running -------------------------------------------------------------------
 
     def run(
-        self, upgrade_id: str, poll_seconds: float = 1.0, should_stop: Callable[[], bool] = bool
+        self,
+        upgrade_id: str,
+        poll_seconds: float = POLL_SECONDS,
+        should_stop: Callable[[], bool] = bool,
     ) -> UpgradeRecord:
         """Step until the upgrade ends, then until the rollbacks it could not
         confirm are settled (or ``should_stop()``); sleeps on the clock."""
-        while True:
-            try:
-                up = self.step(upgrade_id)
-            except Conflict:
-                current = self.store.upgrades.get(upgrade_id)
-                assert current is not None
-                up = current
-            if up.status != UpgradeStatus.ROLLING_FORWARD or should_stop():
-                break
-            self.clock.sleep(poll_seconds)
-        while (
-            up.status != UpgradeStatus.ROLLING_FORWARD
-            and not should_stop()
-            and not self.settle(up.id)
-        ):
-            self.clock.sleep(poll_seconds)
+        ended = wait_for(
+            self.clock,
+            lambda: self._ended(upgrade_id),
+            timeout=math.inf,
+            interval=poll_seconds,
+            stop=should_stop,
+        )
+        if ended is not None and not should_stop():
+            wait_until(
+                self.clock,
+                lambda: self.settle(upgrade_id),
+                timeout=math.inf,
+                interval=poll_seconds,
+                stop=should_stop,
+            )
         current = self.store.upgrades.get(upgrade_id)
         assert current is not None
         return current
+
+    def _ended(self, upgrade_id: str) -> UpgradeRecord | None:
+        """One step; the upgrade once it is no longer RollingForward."""
+        try:
+            up = self.step(upgrade_id)
+        except Conflict:  # (another step ended it meanwhile)
+            current = self.store.upgrades.get(upgrade_id)
+            assert current is not None
+            up = current
+        return None if up.status == UpgradeStatus.ROLLING_FORWARD else up
 
 
 def _ref(up: UpgradeRecord) -> tuple[str, str, str, str]:

@@ -24,7 +24,6 @@ from controller.store.facade import Conflict, ImageRecord, Store, UpgradeRecord
 from controller.store.states import StartedBy, UpgradeStatus
 from controller.upgrade import planner
 from controller.upgrade.orchestrator import Orchestrator
-from controller.upgrade.steps import unconfirmed
 from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -214,7 +213,7 @@ class UpgradeStarts:
             self._spawn(running.id)
         for up in self._store.upgrades.history(scale_set, self._clock.now()):
             rows = self._store.upgrade_instances.of(up.id)
-            if up.status != UpgradeStatus.ROLLING_FORWARD and any(unconfirmed(u) for u in rows):
+            if up.status != UpgradeStatus.ROLLING_FORWARD and any(u.unconfirmed for u in rows):
                 log.warning("settling rollbacks upgrade %s of %s left", up.id, scale_set)
                 self._background.run(f"upgrade-{up.id}", functools.partial(self._run, up.id))
 

@@ -19,8 +19,8 @@ from sqlalchemy import event
 from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.store.facade import Store, instance_name
 from controller.store.states import StartedBy
+from controller.upgrade.observing import MAX_POLL_INTERVAL
 from controller.upgrade.orchestrator import Orchestrator
-from controller.upgrade.steps import MAX_POLL_INTERVAL
 from hostagent.contract import wire
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
