@@ -19,6 +19,7 @@ UpgradeMode = Literal["Manual", "Automatic", "Rolling"]
 # Azure's defaults (docs/design.md rule 4 for the health timeout).
 DEFAULT_PERCENT: Final = 20
 HEALTH_TIMEOUT_SECONDS: Final = 300.0
+ALL_PERCENT: Final = 100  # every instance in one batch, no stop rule ever met
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ class RollingPolicy:
         """Upgrade mode Automatic and manualUpgrade: one batch, no stop rules,
         no rollback; only the health timeout is kept."""
         return RollingPolicy(
-            max_batch_instance_percent=100,
-            max_unhealthy_instance_percent=100,
-            max_unhealthy_upgraded_instance_percent=100,
+            max_batch_instance_percent=ALL_PERCENT,
+            max_unhealthy_instance_percent=ALL_PERCENT,
+            max_unhealthy_upgraded_instance_percent=ALL_PERCENT,
             health_timeout_seconds=self.health_timeout_seconds,
             automatic_rollback=False,
         )

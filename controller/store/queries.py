@@ -1,15 +1,8 @@
 """The store's hot reads: statements built once, and each compiled once per
-dialect into a :class:`Plan` that :meth:`controller.store.facade.Store._rows` runs on
-the DBAPI connection itself.
-
-Every API call and upgrade step reads a few rows; through SQLAlchemy Core
-each read cost ~0.3 ms (connection events, BEGIN/COMMIT, compiled-cache
-lookup, result objects) against ~0.02 ms for the query, and was most of a
-request's time under load. A plan keeps what SQLAlchemy would do that
-matters: the SQL of the dialect, its parameter style and order, and the
-type conversions of parameters and result columns. Statements select their
-columns in the order of the record's fields, so a row builds its record
-positionally (``cls(*row)``).
+dialect into a :class:`Plan` that :meth:`controller.store.engine.Database.rows`
+runs on the DBAPI connection itself (docs/performance-notes.md, "Store reads").
+Statements select their columns in the order of the record's fields, so a
+row builds its record positionally (``cls(*row)``).
 """
 
 from __future__ import annotations
@@ -41,8 +34,7 @@ if TYPE_CHECKING:
 
 def columns(cls: type[DataclassInstance], table: Table) -> Select[Any]:
     """SELECT of ``table``'s columns in the order of ``cls``'s fields, so that
-    a row builds its record positionally (``cls(*row)``): for the lists read
-    on every API call and upgrade step, three times faster than by name."""
+    a row builds its record positionally (``cls(*row)``)."""
     return select(*(table.c[f.name] for f in dataclasses.fields(cls)))
 
 

@@ -4,10 +4,11 @@ scale set body with its customData) are kept out of the reprs."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from controller.store.states import (
     ProvisioningState,
@@ -15,6 +16,9 @@ from controller.store.states import (
     UpgradeInstanceState,
     UpgradeStatus,
 )
+
+# An instance id: a canonical decimal of 1-18 digits (Azure's are decimal strings).
+INSTANCE_ID_RE: Final = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 class StoreError(Exception):

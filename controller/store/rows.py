@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from controller.store.records import IllegalTransition, InstanceRecord, UpgradeInstanceRecord
+from controller.store.records import (
+    INSTANCE_ID_RE,
+    IllegalTransition,
+    InstanceRecord,
+    UpgradeInstanceRecord,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 _R = TypeVar("_R", bound="DataclassInstance")
 _E = TypeVar("_E", bound=StrEnum)
-
-_INSTANCE_ID_RE = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 def _check_fields(what: str, fields: Mapping[str, Any], allowed: frozenset[str]) -> None:
@@ -46,7 +48,7 @@ def _check_transition(table: Mapping[_E, frozenset[_E]], what: str, old: _E, new
 
 
 def _check_instance_id(instance_id: str) -> None:
-    if not isinstance(instance_id, str) or not _INSTANCE_ID_RE.fullmatch(instance_id):
+    if not isinstance(instance_id, str) or not INSTANCE_ID_RE.fullmatch(instance_id):
         raise ValueError(
             f"instance_id: {str(instance_id)[:40]!r} is not a decimal instance id"
             " (1-18 digits, no sign or leading zeros)"

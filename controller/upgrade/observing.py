@@ -34,7 +34,6 @@ class Observed:
     healthy: bool
     version: str | None
     reasons: tuple[str, ...] = ()
-    reachable: bool = True
 
 
 def observed(view: wire.InstanceView | None) -> Observed:
@@ -69,7 +68,7 @@ class Observer:
         try:
             view = self._agents.instance(inst.host, inst.name)
         except AgentUnreachable:
-            return Observed(False, None, ("host agent unreachable",), reachable=False)
+            return Observed(False, None, ("host agent unreachable",))
         except AgentError as e:
             return Observed(False, None, (f"agent error {e.code}",))
         return observed(view)

@@ -25,7 +25,7 @@ from typing import Any
 
 from controller.base.settings import POLL_SECONDS
 from controller.fleet.agents import AgentPort
-from controller.model.upgradepolicy import RollingPolicy
+from controller.model.upgradepolicy import ALL_PERCENT, RollingPolicy
 from controller.store.facade import (
     Conflict,
     ImageRecord,
@@ -135,7 +135,7 @@ class Orchestrator:
         if only is not None:
             instances = [i for i in instances if i.instance_id in only]
         if all_at_once:
-            taken = self.plan(instances, target.version, 100, prioritize_unhealthy=False)
+            taken = self.plan(instances, target.version, ALL_PERCENT, prioritize_unhealthy=False)
             plan = [sorted((i for b in taken for i in b), key=int)] if taken else []
         else:
             plan = self.plan(

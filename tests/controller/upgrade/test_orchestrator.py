@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.fleet import placement
 from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.store.facade import Conflict, ImageRecord, InstanceRecord, Store, instance_name
 from controller.store.states import ProvisioningState, StartedBy
@@ -72,7 +73,6 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 def populate(w: World, n: int, version: str = "1") -> None:
     ids = [str(i) for i in range(n)]
-    uds = planner.assign_update_domains(ids)
     for iid in ids:
         name = instance_name(SET, iid)
         w.store.instances.add(
@@ -81,7 +81,7 @@ def populate(w: World, n: int, version: str = "1") -> None:
                 iid,
                 name,
                 f"host{int(iid) % 2}",
-                uds[iid],
+                placement.update_domain(iid),
                 int(iid) % 2,
                 version,
                 ProvisioningState.RUNNING,
