@@ -4,8 +4,6 @@ them on every persisted change of a state."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,24 +14,21 @@ from controller.store.states import (
     UpgradeInstanceState,
     UpgradeStatus,
 )
-from kvmss.base.clock import FakeClock
-from tests.controller.store.test_facade import _upgrade
+from tests.controller.store.builders import an_upgrade
 
 R = UpgradeInstanceState
 S = UpgradeStatus
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'kvmss.db'}", clock=FakeClock())
-    s.scale_sets.put("web", {}, None)
-    yield s
-    s.close()
+def store(store: Store) -> Store:
+    store.scale_sets.put("web", {}, None)
+    return store
 
 
 def _row_in(store: Store, state: UpgradeInstanceState) -> str:
     """A new upgrade (ended, so that another can follow) with instance 0 in ``state``."""
-    up = _upgrade("web", 0.0, status=S.FAULTED)
+    up = an_upgrade("web", 0.0, status=S.FAULTED)
     store.upgrades.create(up)
     store.upgrade_instances.add([UpgradeInstanceRecord(up.id, "0", 0, state=state)])
     return up.id
@@ -78,7 +73,7 @@ def test_an_instance_row_moves_only_along_a_declared_transition(
 def test_an_upgrade_moves_only_along_a_declared_transition(
     store: Store, old: UpgradeStatus, new: UpgradeStatus
 ) -> None:
-    up = _upgrade("web", 0.0, status=old)
+    up = an_upgrade("web", 0.0, status=old)
     store.upgrades.create(up)
     if new in UPGRADE_TRANSITIONS[old]:
         assert store.upgrades.update(up.id, expected_status=old, status=new).status == new
