@@ -25,7 +25,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypedDict
 
 from controller.base.errors import ControllerError
 from controller.model.versions import newest, parse_version, sort_newest_first
@@ -60,6 +60,15 @@ class CatalogError(ControllerError):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(_STATUS.get(code, 400), code, message)
+
+
+class PublishOptions(TypedDict, total=False):
+    """What a publish may carry besides the qcow2 (:meth:`Catalog.publish`)."""
+
+    kernel: Path | None
+    initrd: Path | None
+    cmdline: str | None
+    sha256: str | None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Every public method either returns what the API shows or raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Unpack
 
 from controller.base.background import Background
 from controller.base.errors import ControllerError
@@ -21,10 +21,9 @@ from controller.fleet.models import ScaleSetModels
 from controller.fleet.operations import OperationWaiter
 from controller.fleet.reconciler import Reconciler
 from controller.fleet.reimages import Reimages
-from controller.images.catalog import Catalog
+from controller.images.catalog import Catalog, PublishOptions
 from controller.images.specs import ImageSpecs
 from controller.model.scaleset import ScaleSetModel
-from controller.model.upgradepolicy import RollingPolicy
 from controller.service.scalesets import ScaleSets
 from controller.store.facade import ImageRecord, InstanceRecord, Store, UpgradeRecord
 from controller.upgrade.orchestrator import Orchestrator
@@ -118,15 +117,13 @@ class Controller:
         self,
         ref: tuple[str, str, str, str],
         source: Path | BinaryIO,
-        *,
-        kernel: Path | None = None,
-        initrd: Path | None = None,
-        cmdline: str | None = None,
-        sha256: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> ImageRecord:
-        return self.upgrades.publish(
-            ref, source, kernel=kernel, initrd=initrd, cmdline=cmdline, sha256=sha256
-        )
+        """Publish a version (:meth:`Catalog.publish`); a new latest one
+        starts the upgrades that follow it (rule 9)."""
+        rec = self.catalog.publish(*ref, source, **options)
+        self.upgrades.on_published(rec)
+        return rec
 
     def resolve(self, ref: wire.ImageReference) -> ImageRecord:
         return self.images.resolve(ref)
@@ -176,19 +173,9 @@ class Controller:
 
     # -- upgrades ----------------------------------------------------------------
 
-    def start_upgrade(
-        self,
-        name: str,
-        started_by: str,
-        target: ImageRecord | None = None,
-        *,
-        policy: RollingPolicy | None = None,
-        only: set[str] | None = None,
-        all_at_once: bool = False,
-    ) -> UpgradeRecord:
-        return self.upgrades.start_upgrade(
-            name, started_by, target, policy=policy, only=only, all_at_once=all_at_once
-        )
+    def start_upgrade(self, name: str, started_by: str) -> UpgradeRecord:
+        """osRollingUpgrade: to the newest version of the model's sku."""
+        return self.upgrades.start_upgrade(name, started_by)
 
     def manual_upgrade(self, name: str, instance_ids: list[str]) -> UpgradeRecord:
         return self.upgrades.manual_upgrade(name, instance_ids)

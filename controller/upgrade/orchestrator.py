@@ -46,7 +46,7 @@ from controller.store.states import (
 from controller.upgrade import planner
 from controller.upgrade.observing import Observed, Observer, Recent, no_snapshots
 from controller.upgrade.rollback import Rollbacks
-from controller.upgrade.rows import UpgradeRows
+from controller.upgrade.rows import RowParts, UpgradeRows
 from controller.upgrade.steps import InstanceSteps
 from hostagent.contract import wire
 from kvmss.base.clock import Clock
@@ -75,8 +75,9 @@ class Orchestrator:
         self.clock = clock
         self.observer = Observer(agents, clock, recent)
         self.rows = UpgradeRows(store, clock, self._decide, self.observer.forget)
-        self.rollbacks = Rollbacks(store, agents, clock, self.rows, self.observer)
-        self.steps = InstanceSteps(store, agents, clock, self.rows, self.observer, self.rollbacks)
+        parts = RowParts(store, agents, clock, self.rows, self.observer)
+        self.rollbacks = Rollbacks(parts)
+        self.steps = InstanceSteps(parts, self.rollbacks)
 
     # -- observing ---------------------------------------------------------------
 

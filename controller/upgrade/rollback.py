@@ -12,33 +12,23 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from controller.fleet.agents import AgentPort
 from controller.model.upgradepolicy import RollingPolicy
-from controller.store.facade import InstanceRecord, Store, UpgradeInstanceRecord, UpgradeRecord
+from controller.store.facade import InstanceRecord, UpgradeInstanceRecord, UpgradeRecord
 from controller.store.states import ProvisioningState, UpgradeInstanceState, UpgradeStatus
 from controller.upgrade.faults import crash_point
-from controller.upgrade.observing import Observer
-from controller.upgrade.rows import UpgradeRows, op_id
+from controller.upgrade.rows import RowParts, op_id
 from hostagent.contract.client import AgentError, AgentUnreachable
-from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
 
 
 class Rollbacks:
-    def __init__(
-        self,
-        store: Store,
-        agents: AgentPort,
-        clock: Clock,
-        rows: UpgradeRows,
-        observer: Observer,
-    ) -> None:
-        self._store = store
-        self._agents = agents
-        self._clock = clock
-        self._rows = rows
-        self._observer = observer
+    def __init__(self, parts: RowParts) -> None:
+        self._store = parts.store
+        self._agents = parts.agents
+        self._clock = parts.clock
+        self._rows = parts.rows
+        self._observer = parts.observer
 
     def fail(
         self,

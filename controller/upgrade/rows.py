@@ -4,10 +4,13 @@ written before the agent is asked to act, and logged as a decision."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from controller.fleet.agents import AgentPort
 from controller.store.facade import Store, UpgradeInstanceRecord, UpgradeRecord
 from controller.store.states import DONE_STATES, UpgradeInstanceState
+from controller.upgrade.observing import Observer
 from kvmss.base.clock import Clock
 
 Decide = Callable[[UpgradeRecord, str | None, str, str], None]
@@ -53,3 +56,14 @@ class UpgradeRows:
         return next(
             (r for r in self._store.upgrade_instances.of(up.id) if r.instance_id == iid), None
         )
+
+
+@dataclass(frozen=True)
+class RowParts:
+    """What each part that moves an instance's row works with."""
+
+    store: Store
+    agents: AgentPort
+    clock: Clock
+    rows: UpgradeRows
+    observer: Observer

@@ -8,8 +8,7 @@ import functools
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from controller.base.background import Background
 from controller.base.errors import ControllerError
@@ -65,22 +64,6 @@ class UpgradeStarts:
         self._clock = clock
 
     # -- what starts an upgrade ----------------------------------------------------
-
-    def publish(
-        self,
-        ref: tuple[str, str, str, str],
-        source: Path | BinaryIO,
-        *,
-        kernel: Path | None = None,
-        initrd: Path | None = None,
-        cmdline: str | None = None,
-        sha256: str | None = None,
-    ) -> ImageRecord:
-        rec = self._catalog.publish(
-            *ref, source, kernel=kernel, initrd=initrd, cmdline=cmdline, sha256=sha256
-        )
-        self.on_published(rec)
-        return rec
 
     def on_published(self, rec: ImageRecord) -> None:
         """Rule 9: a new latest version starts an upgrade (startedBy Platform)

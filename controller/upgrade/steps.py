@@ -23,17 +23,15 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from controller.fleet.agents import AgentPort
 from controller.model.upgradepolicy import RollingPolicy
-from controller.store.facade import InstanceRecord, Store, UpgradeInstanceRecord, UpgradeRecord
+from controller.store.facade import InstanceRecord, UpgradeInstanceRecord, UpgradeRecord
 from controller.store.states import UpgradeInstanceState
 from controller.upgrade.faults import crash_point
-from controller.upgrade.observing import Observed, Observer
+from controller.upgrade.observing import Observed
 from controller.upgrade.rollback import Rollbacks
-from controller.upgrade.rows import UpgradeRows, op_id
+from controller.upgrade.rows import RowParts, op_id
 from hostagent.contract import wire
 from hostagent.contract.client import AgentError, AgentUnreachable
-from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +39,13 @@ log = logging.getLogger(__name__)
 class InstanceSteps:
     """One step of an instance's row: as far as it can go without waiting."""
 
-    def __init__(
-        self,
-        store: Store,
-        agents: AgentPort,
-        clock: Clock,
-        rows: UpgradeRows,
-        observer: Observer,
-        rollbacks: Rollbacks,
-    ) -> None:
-        self._store = store
-        self._agents = agents
-        self._clock = clock
-        self._rows = rows
-        self._observer = observer
+    def __init__(self, parts: RowParts, rollbacks: Rollbacks) -> None:
         self._rollbacks = rollbacks
+        self._store = parts.store
+        self._agents = parts.agents
+        self._clock = parts.clock
+        self._rows = parts.rows
+        self._observer = parts.observer
 
     def advance(
         self,
