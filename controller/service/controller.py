@@ -10,7 +10,7 @@ Every public method either returns what the API shows or raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, BinaryIO, Unpack
+from typing import Any, BinaryIO, Final, Unpack
 
 from controller.base.background import Background
 from controller.base.errors import ControllerError
@@ -38,8 +38,8 @@ from kvmss.base.clock import Clock
 __all__ = ["Controller", "ControllerError", "Settings"]
 
 # How long close() and wait_idle() wait for each background thread.
-CLOSE_SECONDS = 30.0
-IDLE_SECONDS = 60.0
+CLOSE_SECONDS: Final = 30.0
+IDLE_SECONDS: Final = 60.0
 
 
 def _probe(url: str, token: str) -> wire.HostView:
@@ -90,8 +90,8 @@ class Controller:
             self.reconciler.reconcile_later(ss.name)
 
     def close(self) -> None:
-        self.views.close()
         self.background.close(CLOSE_SECONDS)
+        self.views.close()
 
     def wait_idle(self, timeout: float = IDLE_SECONDS) -> None:
         """Wait for background work (tests and the lab)."""
