@@ -1,8 +1,7 @@
 """The controller: desired state, placement and rolling upgrades.
 
-Layers, top to bottom (enforced by ``make lint``): :mod:`controller.api`,
-:mod:`controller.service`, then :mod:`controller.upgrade`,
-:mod:`controller.views` and :mod:`controller.fleet`, then
-:mod:`controller.images`, :mod:`controller.model` and :mod:`controller.store`.
-Agents are reached only through :mod:`hostagent.contract`.
+Layers, top to bottom (docs/design.md, "Packages and layers"; enforced by
+``make lint``): daemon, api, service, upgrade | views, fleet, images,
+model | store, and base (the error, settings and background threads every
+layer shares). Agents are reached only through :mod:`hostagent.contract`.
 """

@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from controller.api.app import create_app
+from controller.base.settings import POLL_SECONDS
 from controller.fleet.agents import AgentPool
 from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
@@ -45,7 +46,7 @@ class ControllerConfig:
     database: Path
     blob_dir: Path
     public_url: str
-    poll_seconds: float = 1.0
+    poll_seconds: float = POLL_SECONDS
 
     @classmethod
     def load(cls, path: Path) -> ControllerConfig:
@@ -60,7 +61,7 @@ class ControllerConfig:
         db = base / str(raw.get("database", state / "kvmss.db"))
         blobs = base / str(raw.get("blob_dir", state / "images"))
         public = str(raw.get("public_url", f"http://{host}:{port}"))
-        poll = raw.get("poll_seconds", 1)
+        poll = raw.get("poll_seconds", POLL_SECONDS)
         if not isinstance(poll, int | float) or poll <= 0:
             raise ConfigError("poll_seconds: must be a positive number")
         return cls(host, port, token, db, blobs, public, float(poll))

@@ -15,6 +15,12 @@ class PlacementError(ValueError):
     pass
 
 
+def update_domain(instance_id: str) -> int:
+    """Round-robin by the id's value, not its position: an instance keeps its
+    update domain when others are added or removed."""
+    return int(instance_id) % DEFAULT_UPDATE_DOMAIN_COUNT
+
+
 def new_instance_ids(existing: Sequence[str], capacity: int, next_id: int) -> list[str]:
     """Ids to create to reach ``capacity``: ``next_id``, ``next_id + 1``, ..."""
     missing = capacity - len(existing)
@@ -44,5 +50,5 @@ def place(
     for iid in new_ids:
         host = min(order, key=lambda h: (load[h], h))
         load[host] += 1
-        out[iid] = (host, int(iid) % DEFAULT_UPDATE_DOMAIN_COUNT, order.index(host))
+        out[iid] = (host, update_domain(iid), order.index(host))
     return out

@@ -1,1 +1,2 @@
-"""The image catalog: published base images and their blobs."""
+"""The image catalog: published base images and their blobs, and the specs
+agents download them by."""

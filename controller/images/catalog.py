@@ -25,8 +25,9 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypedDict
 
+from controller.base.errors import ControllerError
 from controller.model.versions import newest, parse_version, sort_newest_first
 from controller.store.facade import AlreadyExists, ImageRecord, ImageRef, Store
 from hostagent.contract.wire import IMAGE_PART_RE
@@ -49,7 +50,7 @@ _STATUS: Final = {
 }
 
 
-class CatalogError(ValueError):
+class CatalogError(ControllerError):
     """A publish or a lookup was refused.
 
     ``code`` is one of InvalidParameter, InvalidVersion, AlreadyExists,
@@ -58,10 +59,16 @@ class CatalogError(ValueError):
     """
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = _STATUS.get(code, 400)
+        super().__init__(_STATUS.get(code, 400), code, message)
+
+
+class PublishOptions(TypedDict, total=False):
+    """What a publish may carry besides the qcow2 (:meth:`Catalog.publish`)."""
+
+    kernel: Path | None
+    initrd: Path | None
+    cmdline: str | None
+    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ class Catalog:
         _check_version(version)
         ref = ImageRef(publisher, offer, sku, version)
         self._check_boot(kernel, initrd, cmdline)
-        if self.store.get_image(publisher, offer, sku, version) is not None:
+        if self.store.images.get(publisher, offer, sku, version) is not None:
             raise CatalogError("AlreadyExists", f"image {ref}: this version is already published")
 
         parts: list[Path] = []
@@ -165,30 +172,7 @@ class Catalog:
                     f" given ({qblob.size} bytes arrived; was the upload cut short?)",
                 )
             virtual_size = self._inspect(qblob.part, ref)
-            with self._lock:
-                created: list[Path] = []
-                try:
-                    rec = ImageRecord(
-                        publisher=publisher,
-                        offer=offer,
-                        sku=sku,
-                        version=version,
-                        sha256=qblob.sha256,
-                        size_bytes=qblob.size,
-                        virtual_size=virtual_size,
-                        path=self._place(qblob, "qcow2", created),
-                        published_at=self.clock.now(),
-                        kernel_path=self._place(kblob, "kernel", created) if kblob else None,
-                        kernel_sha256=kblob.sha256 if kblob else None,
-                        initrd_path=self._place(iblob, "initrd", created) if iblob else None,
-                        initrd_sha256=iblob.sha256 if iblob else None,
-                        cmdline=cmdline,
-                    )
-                    self.store.add_image(rec)
-                except BaseException:
-                    for path in created:
-                        path.unlink(missing_ok=True)
-                    raise
+            rec = self._record(ref, qblob, virtual_size, kblob, iblob, cmdline)
         except AlreadyExists:
             raise CatalogError(
                 "AlreadyExists", f"image {ref}: this version is already published"
@@ -197,6 +181,43 @@ class Catalog:
             for part in parts:
                 part.unlink(missing_ok=True)
         log.info("published image %s: sha256 %s, %d bytes", ref, rec.sha256, rec.size_bytes)
+        return rec
+
+    def _record(
+        self,
+        ref: ImageRef,
+        qblob: _Blob,
+        virtual_size: int,
+        kblob: _Blob | None,
+        iblob: _Blob | None,
+        cmdline: str | None,
+    ) -> ImageRecord:
+        """Make the blobs visible and record the version, or undo the blobs
+        this call placed (a failed publish never removes another's blob)."""
+        with self._lock:
+            created: list[Path] = []
+            try:
+                rec = ImageRecord(
+                    publisher=ref.publisher,
+                    offer=ref.offer,
+                    sku=ref.sku,
+                    version=ref.version,
+                    sha256=qblob.sha256,
+                    size_bytes=qblob.size,
+                    virtual_size=virtual_size,
+                    path=self._place(qblob, "qcow2", created),
+                    published_at=self.clock.now(),
+                    kernel_path=self._place(kblob, "kernel", created) if kblob else None,
+                    kernel_sha256=kblob.sha256 if kblob else None,
+                    initrd_path=self._place(iblob, "initrd", created) if iblob else None,
+                    initrd_sha256=iblob.sha256 if iblob else None,
+                    cmdline=cmdline,
+                )
+                self.store.images.add(rec)
+            except BaseException:
+                for path in created:
+                    path.unlink(missing_ok=True)
+                raise
         return rec
 
     def _check_boot(self, kernel: Path | None, initrd: Path | None, cmdline: str | None) -> None:
@@ -313,7 +334,7 @@ class Catalog:
         """The record of that version, or of the newest one for ``latest``."""
         ref = ImageRef(publisher, offer, sku, version)
         if version.lower() == LATEST:
-            recs = {r.version: r for r in self.store.list_images(publisher, offer, sku)}
+            recs = {r.version: r for r in self.store.images.matching(publisher, offer, sku)}
             best = newest(recs)
             if best is None:
                 raise CatalogError(
@@ -321,20 +342,20 @@ class Catalog:
                     f"image {ref}: no version of {publisher}/{offer}/{sku} is published",
                 )
             return recs[best]
-        rec = self.store.get_image(publisher, offer, sku, version)
+        rec = self.store.images.get(publisher, offer, sku, version)
         if rec is None:
             raise CatalogError("ImageNotFound", f"image {ref}: not found")
         return rec
 
     def versions(self, publisher: str, offer: str, sku: str) -> list[ImageRecord]:
         """Every published version of the sku, newest first."""
-        recs = {r.version: r for r in self.store.list_images(publisher, offer, sku)}
+        recs = {r.version: r for r in self.store.images.matching(publisher, offer, sku)}
         return [recs[v] for v in sort_newest_first(recs)]
 
     def offers(self) -> list[SkuEntry]:
         """Every sku with at least one version, by publisher, offer, sku."""
         by_sku: dict[tuple[str, str, str], list[str]] = {}
-        for r in self.store.list_images():
+        for r in self.store.images.matching():
             by_sku.setdefault((r.publisher, r.offer, r.sku), []).append(r.version)
         return [
             SkuEntry(pub, offer, sku, tuple(sort_newest_first(vs)))

@@ -22,11 +22,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.model.body import IDENTITY_FIELDS, ScaleSetBody
-from controller.model.durations import parse_duration
 from controller.model.errors import ModelError, model_error
 from controller.model.fields import REDACTED
 from controller.model.mergepatch import merge_patch
-from controller.model.upgradepolicy import UpgradeMode
+from controller.model.upgradepolicy import RollingPolicy, UpgradeMode
 from controller.model.vmprofile import (
     COMPUTER_NAME_PREFIX_MAX_LENGTH,
     OsProfile,
@@ -45,18 +44,6 @@ NAME_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{NAME_MAX_LENGTH - 2}}}[a-z0-9]
 
 
 # ---- the model the controller works with ------------------------------------------
-
-
-@dataclass(frozen=True)
-class RollingPolicy:
-    """properties.upgradePolicy.rollingUpgradePolicy with defaults applied."""
-
-    max_batch_instance_percent: int
-    max_unhealthy_instance_percent: int
-    max_unhealthy_upgraded_instance_percent: int
-    pause_seconds: float
-    prioritize_unhealthy_instances: bool
-    health_timeout_seconds: float
 
 
 @dataclass(frozen=True)
@@ -111,15 +98,7 @@ class ScaleSetModel:
 
     @property
     def rolling(self) -> RollingPolicy:
-        p = self.spec.properties.upgradePolicy.rollingUpgradePolicy
-        return RollingPolicy(
-            max_batch_instance_percent=p.maxBatchInstancePercent,
-            max_unhealthy_instance_percent=p.maxUnhealthyInstancePercent,
-            max_unhealthy_upgraded_instance_percent=p.maxUnhealthyUpgradedInstancePercent,
-            pause_seconds=parse_duration(p.pauseTimeBetweenBatches, "pauseTimeBetweenBatches"),
-            prioritize_unhealthy_instances=p.prioritizeUnhealthyInstances,
-            health_timeout_seconds=parse_duration(p.healthTimeout, "healthTimeout"),
-        )
+        return self.spec.properties.upgradePolicy.rolling_policy()
 
     @property
     def automatic(self) -> AutomaticPolicy:

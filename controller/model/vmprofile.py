@@ -1,7 +1,6 @@
 """``properties.virtualMachineProfile`` of the scale set model: hardware,
-storage (image reference and data disks), OS profile and network profile
-(the health probe); the extension profile is in
-:mod:`controller.model.extensionprofile`.
+storage (image reference and data disks), OS profile, network profile (the
+health probe) and the extension profile.
 """
 
 from __future__ import annotations

@@ -1,3 +1,2 @@
-"""The controller's behaviour behind its API, assembled from its parts, and
-the daemon that serves it.
-"""
+"""The controller's behaviour behind its API: the parts of the layers below,
+composed, and the scale set models as the API writes them."""

@@ -1,46 +1,53 @@
-"""The controller's behaviour behind its API: the image catalog with automatic
-upgrades on publish, hosts, scale sets and their instances, and the rolling
-upgrades (run by one thread each, resumed when the controller restarts).
+"""The controller's behaviour behind its API, composed of its parts: the hosts,
+the scale sets and their instances, the image catalog with automatic
+upgrades on publish, and the rolling upgrades (run by one thread each,
+resumed when the controller restarts).
 
 Every public method either returns what the API shows or raises
 :class:`ControllerError` with a 4xx status, a code and a one-line message.
-
-The parts (each a base class of :class:`Controller`, which wires them and runs
-the lifecycle): :mod:`controller.service.base` (what they share),
-:mod:`controller.service.imagespecs`, :mod:`controller.service.hosts`,
-:mod:`controller.service.scalesets`, :mod:`controller.service.reconciler`,
-:mod:`controller.service.upgradestarts` and :mod:`controller.service.setviews`.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, Final, Unpack
 
+from controller.base.background import Background
+from controller.base.errors import ControllerError
+from controller.base.settings import Settings
 from controller.fleet.agents import AgentPort
-from controller.images.catalog import Catalog
-from controller.service.base import ControllerError, Settings
-from controller.service.hosts import HostRegistry
-from controller.service.reconciler import Reconciler
+from controller.fleet.hosts import HostRegistry, ProbeHost
+from controller.fleet.models import ScaleSetModels
+from controller.fleet.operations import OperationWaiter
+from controller.fleet.reconciler import Reconciler
+from controller.fleet.reimages import Reimages
+from controller.images.catalog import Catalog, PublishOptions
+from controller.images.specs import ImageSpecs
+from controller.model.scaleset import ScaleSetModel
 from controller.service.scalesets import ScaleSets
-from controller.service.setviews import SetViews
-from controller.service.upgradestarts import UpgradeStarts
-from controller.store.facade import Store
+from controller.store.facade import ImageRecord, InstanceRecord, Store, UpgradeRecord
 from controller.upgrade.orchestrator import Orchestrator
-from controller.upgrade.steps import unconfirmed
+from controller.upgrade.starts import UpgradeStarts
+from controller.upgrade.status import UpgradeReports
 from controller.views.instances import InstanceViews, ObservingPort, host_lister
+from controller.views.setviews import SetViews
 from hostagent.contract import wire
 from hostagent.contract.client import AgentClient
 from kvmss.base.clock import Clock
 
-log = logging.getLogger(__name__)
-
 __all__ = ["Controller", "ControllerError", "Settings"]
 
+# How long close() and wait_idle() wait for each background thread.
+CLOSE_SECONDS: Final = 30.0
+IDLE_SECONDS: Final = 60.0
 
-class Controller(HostRegistry, ScaleSets, Reconciler, UpgradeStarts, SetViews):
-    """All the parts, wired up, with the lifecycle of their background work."""
+
+def _probe(url: str, token: str) -> wire.HostView:
+    return AgentClient(url, token).host()
+
+
+class Controller:
+    """The parts, wired up, with the lifecycle of their background work."""
 
     def __init__(
         self,
@@ -49,67 +56,138 @@ class Controller(HostRegistry, ScaleSets, Reconciler, UpgradeStarts, SetViews):
         agents: AgentPort,
         clock: Clock,
         settings: Settings,
-        probe_host: Callable[[str, str], wire.HostView] | None = None,
+        probe_host: ProbeHost | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
-        self.agents = agents
-        self.clock = clock
-        self.settings = settings
+        self.background = background = Background()
+        self.hosts = HostRegistry(store, clock, probe_host or _probe)
         self.views = InstanceViews(
-            agents,
-            host_lister(agents),
-            lambda: [h.name for h in store.list_hosts()],
-            clock,
-            settings.view_refresh_seconds,
+            agents, host_lister(agents), self.hosts.names, clock, settings.view_refresh_seconds
         )
-        self.orch = Orchestrator(
-            store, ObservingPort(agents, self.views), self.image_spec, clock, self.views.recent
+        self.images = images = ImageSpecs(catalog, settings)
+        models = ScaleSetModels(store)
+        operations = OperationWaiter(agents, clock, settings, background.stopping)
+        self.reconciler = Reconciler(store, agents, models, images, operations, background)
+        self.reimages = Reimages(agents, clock, models, images, operations, background)
+        orch = Orchestrator(
+            store, ObservingPort(agents, self.views), images.image_spec, clock, self.views.recent
         )
-        self._probe_host = probe_host or (lambda url, token: AgentClient(url, token).host())
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = {}
-        self._set_locks = {}
-        self._dirty = set()
-        self._endpoints = {}
-        self._shown_bodies = {}
+        self.upgrades = UpgradeStarts(
+            store, catalog, images, models, orch, self.views, background, settings, clock
+        )
+        self.reports = UpgradeReports(store, models, clock)
+        self.set_views = SetViews(store, self.views, models)
+        self.scale_sets = ScaleSets(store, models, images, self.reconciler, self.upgrades)
 
     # -- lifecycle ---------------------------------------------------------------
 
     def resume(self) -> None:
-        """After a restart: every upgrade still RollingForward continues, and
-        the rollbacks an ended one decided but could not confirm (their host
-        did not answer) are carried out once their hosts answer."""
-        for up in self.store.running_upgrades():
-            log.warning("resuming upgrade %s of %s", up.id, up.scale_set)
-            self._spawn(up.id)
-        now = self.clock.now()
-        for ss in self.store.list_scale_sets():
-            for up in self.store.history(ss.name, now):
-                rows = self.store.list_upgrade_instances(up.id)
-                if up.status != "RollingForward" and any(unconfirmed(u) for u in rows):
-                    log.warning("settling rollbacks upgrade %s of %s left", up.id, up.scale_set)
-                    self._settle_later(up.id)
-            self._reconcile_later(ss.name)
-
-    def _settle_later(self, upgrade_id: str) -> None:
-        """Settle an ended upgrade's unconfirmed rollbacks in the background."""
-
-        def run() -> None:
-            self.orch.run(
-                upgrade_id, poll_seconds=self.settings.poll_seconds, should_stop=self._stop.is_set
-            )
-
-        self._background(f"upgrade-{upgrade_id}", run)
+        """After a restart: upgrades continue (:meth:`UpgradeStarts.resume`)
+        and every scale set is reconciled."""
+        for ss in self.store.scale_sets.all():
+            self.upgrades.resume(ss.name)
+            self.reconciler.reconcile_later(ss.name)
 
     def close(self) -> None:
-        self._stop.set()
+        self.background.close(CLOSE_SECONDS)
         self.views.close()
-        for t in list(self._threads.values()):
-            t.join(timeout=30)
 
-    def wait_idle(self, timeout: float = 60.0) -> None:
+    def wait_idle(self, timeout: float = IDLE_SECONDS) -> None:
         """Wait for background work (tests and the lab)."""
-        for t in list(self._threads.values()):
-            t.join(timeout)
+        self.background.wait_idle(timeout)
+
+    # -- hosts -------------------------------------------------------------------
+
+    def host_endpoint(self, host: str) -> tuple[str, str]:
+        return self.hosts.host_endpoint(host)
+
+    def add_host(self, name: str, url: str, token: str) -> dict[str, Any]:
+        return self.hosts.add_host(name, url, token)
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        return self.hosts.list_hosts()
+
+    def remove_host(self, name: str) -> None:
+        self.hosts.remove_host(name)
+
+    # -- images ------------------------------------------------------------------
+
+    def publish(
+        self,
+        ref: tuple[str, str, str, str],
+        source: Path | BinaryIO,
+        **options: Unpack[PublishOptions],
+    ) -> ImageRecord:
+        """Publish a version (:meth:`Catalog.publish`); a new latest one
+        starts the upgrades that follow it (rule 9)."""
+        rec = self.catalog.publish(*ref, source, **options)
+        self.upgrades.on_published(rec)
+        return rec
+
+    def resolve(self, ref: wire.ImageReference) -> ImageRecord:
+        return self.images.resolve(ref)
+
+    def image_spec(self, rec: ImageRecord) -> wire.ImageSpec:
+        return self.images.image_spec(rec)
+
+    def blob_signature(self, sha256: str) -> str:
+        return self.images.blob_signature(sha256)
+
+    # -- scale sets --------------------------------------------------------------
+
+    def put_scale_set(self, name: str, body: Any) -> tuple[ScaleSetModel, bool]:
+        return self.scale_sets.put_scale_set(name, body)
+
+    def patch(self, name: str, patch: Any) -> ScaleSetModel:
+        return self.scale_sets.patch(name, patch)
+
+    def body(self, name: str) -> dict[str, Any]:
+        return self.scale_sets.body(name)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return self.scale_sets.bodies()
+
+    def delete_scale_set(self, name: str) -> None:
+        self.scale_sets.delete_scale_set(name)
+
+    # -- instances ---------------------------------------------------------------
+
+    def instance_views(self, name: str) -> list[dict[str, Any]]:
+        return self.set_views.instance_views(name)
+
+    def known_instance_views(self, name: str) -> list[dict[str, Any]] | None:
+        return self.set_views.known_instance_views(name)
+
+    def instance_record(self, name: str, instance_id: str) -> InstanceRecord:
+        return self.set_views.instance_record(name, instance_id)
+
+    def instance_view(self, inst: InstanceRecord) -> dict[str, Any]:
+        return self.set_views.instance_view(inst)
+
+    def known_instance_view(self, inst: InstanceRecord) -> dict[str, Any] | None:
+        return self.set_views.known_instance_view(inst)
+
+    def reimage(self, name: str, instance_ids: list[str]) -> None:
+        self.reimages.reimage(name, instance_ids)
+
+    # -- upgrades ----------------------------------------------------------------
+
+    def start_upgrade(self, name: str, started_by: str) -> UpgradeRecord:
+        """osRollingUpgrade: to the newest version of the model's sku."""
+        return self.upgrades.start_upgrade(name, started_by)
+
+    def manual_upgrade(self, name: str, instance_ids: list[str]) -> UpgradeRecord:
+        return self.upgrades.manual_upgrade(name, instance_ids)
+
+    def cancel(self, name: str) -> None:
+        self.upgrades.cancel(name)
+
+    def plan(self, name: str) -> dict[str, Any]:
+        return self.upgrades.plan(name)
+
+    def latest_status(self, name: str) -> dict[str, Any]:
+        return self.reports.latest_status(name)
+
+    def history(self, name: str) -> dict[str, Any]:
+        return self.reports.history(name)

@@ -1,6 +1,5 @@
-"""The store's engine: SQLite set-up (or another SQLAlchemy URL's) and the
-transactions and planned reads every table group of
-:class:`controller.store.facade.Store` runs on."""
+"""The store's engine: SQLite set-up (or another SQLAlchemy URL's), and the
+transactions and planned reads every repository runs on."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 _WRITE_OPTION: Final = "kvmss_write"
 
 
-def _sqlite_engine(url: str) -> Engine:
+def sqlite_engine(url: str) -> Engine:
     u = make_url(url)
     db = u.database
     if not db or db == ":memory:" or db.startswith("file:"):
@@ -75,45 +74,43 @@ def _private_file(db: Path) -> None:
         os.close(fd)
 
 
-class StoreBase:
+class Database:
     """The engine and the clock, with the transactions and reads built on
-    them. Thread-safe: one engine, a connection per call."""
+    them; every repository is given the one of its store. Thread-safe: one
+    engine, a connection per call."""
 
     def __init__(self, engine: Engine, clock: Clock) -> None:
-        self._engine = engine
+        self.engine = engine
         self.clock = clock
         self._plans: dict[int, queries.Plan] = {}
-        # SQLite has one writer at a time, and a writer that finds it busy
-        # polls with sleeps growing to 100 ms: under many writing threads
-        # (the API's and every running upgrade's) some lost that race for
-        # seconds, and requests waited ~10 s at p99. Writers of this process
-        # queue on a lock instead, woken the moment the last one commits
-        # (the busy timeout still covers other processes, e.g. a backup).
+        # Writers of this process queue on a lock, woken the moment the last
+        # one commits, instead of SQLite's busy polling (docs/performance-notes.md,
+        # "Store writes"); the busy timeout still covers other processes.
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._write_lock, self._engine.connect() as conn:
+    def write(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.connect() as conn:
             conn.execution_options(**{_WRITE_OPTION: True})
             with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn, conn.begin():
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
             yield conn
 
-    def _rows(self, stmt: Select[Any], **params: Any) -> list[tuple[Any, ...]]:
+    def rows(self, stmt: Select[Any], **params: Any) -> list[tuple[Any, ...]]:
         """The rows of one read statement (a module constant: plans are kept
         by identity), run on the DBAPI connection: one statement is one
         snapshot on its own."""
         plan = self._plans.get(id(stmt))
         if plan is None:
-            plan = self._plans[id(stmt)] = queries.Plan.of(stmt, self._engine.dialect)
+            plan = self._plans[id(stmt)] = queries.Plan.of(stmt, self.engine.dialect)
         values = plan.parameters(params)
-        dbapi = self._engine.raw_connection()
+        dbapi = self.engine.raw_connection()
         try:
             cur = dbapi.cursor()
             try:
@@ -128,12 +125,12 @@ class StoreBase:
             rows = [tuple(p(v) if p else v for p, v in zip(procs, r, strict=True)) for r in rows]
         return rows
 
-    def _maps(self, stmt: Select[Any], **params: Any) -> list[dict[str, Any]]:
-        """:meth:`_rows` as column name -> value."""
+    def maps(self, stmt: Select[Any], **params: Any) -> list[dict[str, Any]]:
+        """:meth:`rows` as column name -> value."""
         plan_columns = tuple(str(c.key) for c in stmt.selected_columns)
-        return [dict(zip(plan_columns, r, strict=True)) for r in self._rows(stmt, **params)]
+        return [dict(zip(plan_columns, r, strict=True)) for r in self.rows(stmt, **params)]
 
-    def _require_scale_set(self, conn: Connection, name: str) -> None:
+    def require_scale_set(self, conn: Connection, name: str) -> None:
         t = scale_sets_table.c
         if conn.execute(select(t.name).where(t.name == name)).first() is None:
             raise NotFound(f"scale set {name!r}: not found")

@@ -1,28 +1,26 @@
-"""The controller's persistent state: one interface over SQLAlchemy Core.
+"""The controller's persistent state: one repository per table over SQLAlchemy
+Core, opened together.
 
 SQLite (one file, ``sqlite:///path``) is the default; PostgreSQL can serve
-later without touching callers, because nothing here depends on SQLite
-beyond the connection set-up in :func:`_sqlite_engine`.
+later without touching callers: nothing depends on SQLite beyond the
+connection set-up in :func:`controller.store.engine.sqlite_engine`.
 
-Rules every method follows:
+Rules every repository follows:
 
 - Every write is one short transaction. On SQLite a write transaction starts
-  with ``BEGIN IMMEDIATE``, so two writers queue on the busy timeout instead
-  of one failing when it upgrades a read lock; reads use a deferred ``BEGIN``
-  and see one snapshot (WAL mode, so reads never wait for a writer).
+  with ``BEGIN IMMEDIATE``, so two writers queue instead of one failing when
+  it upgrades a read lock; reads see one snapshot (WAL mode, so reads never
+  wait for a writer).
 - The reads every API call and upgrade step makes are one statement each,
-  built once and compiled once per dialect (:mod:`controller.store.queries`), and
-  run on the DBAPI connection itself (:meth:`Store._rows`): SQLAlchemy's
-  per-execution work cost ten times the query.
+  compiled once per dialect (:mod:`controller.store.queries`) and run on the
+  DBAPI connection itself (docs/performance-notes.md, "Store reads").
 - Compare-and-swap updates (Nova's ``expected_task_state``) are a single
   ``UPDATE ... WHERE <key> AND <expected value>`` whose row count says
   whether it applied, so they are atomic on any database.
-- One running upgrade per scale set is a partial unique index
-  (``scale_set WHERE status = 'RollingForward'``), enforced by the database
-  itself, so two controllers racing cannot both start one.
+- One running upgrade per scale set is a partial unique index, enforced by
+  the database itself, so two controllers racing cannot both start one.
 - Records go in and come out as frozen dataclasses; no SQLAlchemy object
-  leaves the store's modules (records in :mod:`controller.store.records`,
-  tables in :mod:`controller.store.schema`). Secrets (a host's token, a scale set body with its
+  leaves the store. Secrets (a host's token, a scale set body with its
   customData) are kept out of the records' reprs and out of every message.
 
 Foreign keys: instances, upgrades, upgrade instances and decisions belong to
@@ -30,33 +28,26 @@ their scale set / upgrade. Deleting a scale set deletes its upgrades (and
 their instances and decisions) but is refused (:class:`Conflict`) while it
 still has instances: the instance rows are how the controller finds the VMs
 to remove from their hosts.
-
-Where the parts are: :class:`Store` (this module) opens the database and
-creates its schema; it is one class over a table group each, all sharing
-:class:`controller.store.engine.StoreBase` (the engine, transactions, planned
-reads): :mod:`controller.store.images`, :mod:`controller.store.hosts`,
-:mod:`controller.store.scalesets` (models and instances) and
-:mod:`controller.store.upgrades` (upgrades, their instances, decision logs);
-records to rows and the checks of written fields are in
-:mod:`controller.store.rows`.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import Engine, create_engine, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from controller.store.engine import _sqlite_engine
-from controller.store.hosts import HostRows
-from controller.store.images import ImageRows
+from controller.store.engine import Database, sqlite_engine
+from controller.store.hosts import Hosts
+from controller.store.images import Images
+from controller.store.instances import Instances
 from controller.store.records import (
     AlreadyExists,
     Conflict,
     Decision,
     HostRecord,
+    IllegalTransition,
     ImageRecord,
     ImageRef,
     InstanceRecord,
@@ -68,25 +59,51 @@ from controller.store.records import (
     instance_name,
     new_upgrade_id,
 )
-from controller.store.scalesets import ScaleSetRows
+from controller.store.scalesets import ScaleSets
 from controller.store.schema import metadata, schema_version_table
-from controller.store.upgrades import UpgradeRows
+from controller.store.upgradeinstances import UpgradeInstances
+from controller.store.upgrades import Decisions, Upgrades
 from kvmss.base.clock import Clock, SystemClock
 
 __all__ = [
-    "AlreadyExists", "Conflict", "Decision", "HostRecord", "ImageRecord", "ImageRef",
-    "InstanceRecord", "NotFound", "ScaleSetRecord", "Store", "StoreError",
+    "AlreadyExists", "Conflict", "Decision", "HostRecord", "IllegalTransition", "ImageRecord",
+    "ImageRef", "InstanceRecord", "NotFound", "ScaleSetRecord", "Store", "StoreError",
     "UpgradeInstanceRecord", "UpgradeRecord", "instance_name", "new_upgrade_id",
 ]  # fmt: skip
 
 SCHEMA_VERSION: Final = 1
 
 
-class Store(ImageRows, HostRows, ScaleSetRows, UpgradeRows):
-    """The controller's state. Thread-safe: one engine, a connection per call."""
+class Store:
+    """The controller's state, a repository per table, all on one
+    :class:`~controller.store.engine.Database`. Thread-safe: one engine, a
+    connection per call."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self.clock = clock
+        self._db = db = Database(engine, clock)
+        self.images = Images(db)
+        self.hosts = Hosts(db)
+        self.scale_sets = ScaleSets(db)
+        self.instances = Instances(db)
+        self.upgrades = Upgrades(db)
+        self.upgrade_instances = UpgradeInstances(db)
+        self.decisions = Decisions(db)
 
     def __repr__(self) -> str:
         return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # What controller.api reads directly (its metrics): kept as they were.
+
+    def list_scale_sets(self) -> list[ScaleSetRecord]:
+        return self.scale_sets.all()
+
+    def list_instances(self, scale_set: str) -> list[InstanceRecord]:
+        return self.instances.of(scale_set)
+
+    def running_upgrades(self) -> list[UpgradeRecord]:
+        return self.upgrades.all_running()
 
     @classmethod
     def open(cls, url: str, *, clock: Clock | None = None) -> Store:
@@ -97,7 +114,7 @@ class Store(ImageRows, HostRows, ScaleSetRows, UpgradeRows):
         except SQLAlchemyError as e:
             raise StoreError(f"store url: cannot be parsed ({type(e).__name__})") from None
         try:
-            engine = _sqlite_engine(url) if backend == "sqlite" else create_engine(url)
+            engine = sqlite_engine(url) if backend == "sqlite" else create_engine(url)
         except ImportError as e:
             raise StoreError(
                 f"store url: the database driver for {backend!r} is not installed ({e.name})"
@@ -125,7 +142,7 @@ class Store(ImageRows, HostRows, ScaleSetRows, UpgradeRows):
         self.close()
 
     def _create_schema(self) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             metadata.create_all(conn)
             found = conn.execute(select(schema_version_table.c.version)).scalar_one_or_none()
             if found is None:
@@ -137,6 +154,6 @@ class Store(ImageRows, HostRows, ScaleSetRows, UpgradeRows):
                 )
 
     def schema_version(self) -> int:
-        with self._read() as conn:
+        with self._db.read() as conn:
             version: int = conn.execute(select(schema_version_table.c.version)).scalar_one()
             return version

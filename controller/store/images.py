@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from controller.store import queries
-from controller.store.engine import StoreBase
+from controller.store.engine import Database
 from controller.store.records import AlreadyExists, ImageRecord, ImageRef, NotFound
 from controller.store.rows import _record, _row
 from controller.store.schema import images_table
@@ -44,31 +44,30 @@ def _image_to_row(rec: ImageRecord) -> dict[str, Any]:
     )
 
 
-class ImageRows(StoreBase):
-    # --- images ----------------------------------------------------------------
+class Images:
+    """The ``images`` table."""
 
-    def add_image(self, rec: ImageRecord) -> None:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, rec: ImageRecord) -> None:
         try:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 conn.execute(insert(images_table).values(**_image_to_row(rec)))
         except IntegrityError:
             raise AlreadyExists(f"image {rec.ref}: already exists") from None
 
-    def _image_key(self, publisher: str, offer: str, sku: str, version: str) -> Any:
-        t = images_table.c
-        return and_(t.publisher == publisher, t.offer == offer, t.sku == sku, t.version == version)
-
-    def get_image(self, publisher: str, offer: str, sku: str, version: str) -> ImageRecord | None:
-        rows = self._maps(queries.IMAGE, p=publisher, o=offer, s=sku, v=version)
+    def get(self, publisher: str, offer: str, sku: str, version: str) -> ImageRecord | None:
+        rows = self._db.maps(queries.IMAGE, p=publisher, o=offer, s=sku, v=version)
         return _image_from_row(rows[0]) if rows else None
 
-    def list_images(
+    def matching(
         self, publisher: str | None = None, offer: str | None = None, sku: str | None = None
     ) -> list[ImageRecord]:
         """Images matching the parts given, ordered by publisher, offer, sku
         (versions in no particular order: see :mod:`controller.model.versions`)."""
         if None not in (publisher, offer, sku):  # a sku's versions: what `latest` reads
-            rows = self._maps(queries.IMAGES_OF_SKU, p=publisher, o=offer, s=sku)
+            rows = self._db.maps(queries.IMAGES_OF_SKU, p=publisher, o=offer, s=sku)
             return [_image_from_row(m) for m in rows]
         t = images_table.c
         q = select(images_table).order_by(t.publisher, t.offer, t.sku, t.version)
@@ -78,13 +77,16 @@ class ImageRows(StoreBase):
             q = q.where(t.offer == offer)
         if sku is not None:
             q = q.where(t.sku == sku)
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [_image_from_row(m) for m in conn.execute(q).mappings()]
 
-    def delete_image(self, publisher: str, offer: str, sku: str, version: str) -> None:
-        with self._write() as conn:
+    def delete(self, publisher: str, offer: str, sku: str, version: str) -> None:
+        with self._db.write() as conn:
+            t = images_table.c
             res = conn.execute(
-                delete(images_table).where(self._image_key(publisher, offer, sku, version))
+                delete(images_table).where(
+                    t.publisher == publisher, t.offer == offer, t.sku == sku, t.version == version
+                )
             )
         if res.rowcount == 0:
             ref = ImageRef(publisher, offer, sku, version)

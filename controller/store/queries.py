@@ -1,15 +1,8 @@
 """The store's hot reads: statements built once, and each compiled once per
-dialect into a :class:`Plan` that :meth:`controller.store.facade.Store._rows` runs on
-the DBAPI connection itself.
-
-Every API call and upgrade step reads a few rows; through SQLAlchemy Core
-each read cost ~0.3 ms (connection events, BEGIN/COMMIT, compiled-cache
-lookup, result objects) against ~0.02 ms for the query, and was most of a
-request's time under load. A plan keeps what SQLAlchemy would do that
-matters: the SQL of the dialect, its parameter style and order, and the
-type conversions of parameters and result columns. Statements select their
-columns in the order of the record's fields, so a row builds its record
-positionally (``cls(*row)``).
+dialect into a :class:`Plan` that :meth:`controller.store.engine.Database.rows`
+runs on the DBAPI connection itself (docs/performance-notes.md, "Store reads").
+Statements select their columns in the order of the record's fields, so a
+row builds its record positionally (``cls(*row)``).
 """
 
 from __future__ import annotations
@@ -33,6 +26,7 @@ from controller.store.schema import (
     upgrade_instances_table,
     upgrades_table,
 )
+from controller.store.states import ProvisioningState
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -40,8 +34,7 @@ if TYPE_CHECKING:
 
 def columns(cls: type[DataclassInstance], table: Table) -> Select[Any]:
     """SELECT of ``table``'s columns in the order of ``cls``'s fields, so that
-    a row builds its record positionally (``cls(*row)``): for the lists read
-    on every API call and upgrade step, three times faster than by name."""
+    a row builds its record positionally (``cls(*row)``)."""
     return select(*(table.c[f.name] for f in dataclasses.fields(cls)))
 
 
@@ -61,7 +54,8 @@ class Plan:
     def of(cls, stmt: Select[Any], dialect: Dialect) -> Plan:
         compiled = stmt.compile(dialect=dialect)
         binds: dict[str, Callable[[Any], Any]] = {}
-        for name, bind in compiled.binds.items():
+        # (by compiled name: an anonymous literal's key in ``binds`` is not it)
+        for bind, name in compiled.bind_names.items():
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 binds[name] = proc
@@ -114,7 +108,8 @@ INSTANCE: Final = INSTANCE_COLUMNS.where(
 )
 INSTANCES_OF: Final = INSTANCE_COLUMNS.where(_N.scale_set == bindparam("scale_set"))
 INSTANCE_COUNTS: Final = select(
-    func.count(), func.coalesce(func.sum(case((_N.state == "Creating", 1), else_=0)), 0)
+    func.count(),
+    func.coalesce(func.sum(case((_N.state == ProvisioningState.CREATING, 1), else_=0)), 0),
 ).where(_N.scale_set == bindparam("scale_set"))
 UPGRADE: Final = select(upgrades_table).where(_U.id == bindparam("id"))
 RUNNING_UPGRADE: Final = select(upgrades_table).where(

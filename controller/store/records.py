@@ -4,10 +4,21 @@ scale set body with its customData) are kept out of the reprs."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+from controller.store.states import (
+    ProvisioningState,
+    StartedBy,
+    UpgradeInstanceState,
+    UpgradeStatus,
+)
+
+# An instance id: a canonical decimal of 1-18 digits (Azure's are decimal strings).
+INSTANCE_ID_RE: Final = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 class StoreError(Exception):
@@ -24,6 +35,11 @@ class AlreadyExists(StoreError):
 
 class Conflict(StoreError):
     """A compare-and-swap or a uniqueness rule refused the write."""
+
+
+class IllegalTransition(StoreError):
+    """A state change :mod:`controller.store.states` does not declare: a bug
+    in the caller, never an answer to bad input."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,7 @@ class InstanceRecord:
     update_domain: int
     fault_domain: int
     image_version: str | None  # what the controller believes it runs; None = unknown
-    state: str
+    state: ProvisioningState
     updated_at: float = 0.0  # set by the store on every write
 
 
@@ -94,9 +110,9 @@ class InstanceRecord:
 class UpgradeRecord:
     id: str
     scale_set: str
-    started_by: str
+    started_by: StartedBy
     target: ImageRef
-    status: str
+    status: UpgradeStatus
     start_time: float
     policy: dict[str, Any]
     batches: list[list[str]]
@@ -119,13 +135,19 @@ class UpgradeInstanceRecord:
     upgrade_id: str
     instance_id: str
     batch: int
-    state: str = "Pending"
+    state: UpgradeInstanceState = UpgradeInstanceState.PENDING
     operation_id: str | None = None
     from_version: str | None = None
     started_at: float | None = None
     deadline: float | None = None
     finished_at: float | None = None
     reason: str | None = None
+
+    @property
+    def unconfirmed(self) -> bool:
+        """A rollback decided but given up on while its host did not answer
+        (docs/design.md rule 12): carried out once the host answers."""
+        return self.state == UpgradeInstanceState.ROLLBACK_FAILED and self.finished_at is None
 
 
 @dataclass(frozen=True)

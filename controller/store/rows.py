@@ -1,22 +1,26 @@
 """The store's field handling: records to rows and back, and the checks of
-the values written (shared by the table groups of :class:`controller.store.facade.Store`)."""
+the values written (shared by the repositories)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from controller.store.records import InstanceRecord, UpgradeInstanceRecord
+from controller.store.records import (
+    INSTANCE_ID_RE,
+    IllegalTransition,
+    InstanceRecord,
+    UpgradeInstanceRecord,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 _R = TypeVar("_R", bound="DataclassInstance")
-
-_INSTANCE_ID_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+_E = TypeVar("_E", bound=StrEnum)
 
 
 def _check_fields(what: str, fields: Mapping[str, Any], allowed: frozenset[str]) -> None:
@@ -27,13 +31,24 @@ def _check_fields(what: str, fields: Mapping[str, Any], allowed: frozenset[str])
         raise ValueError(f"{what}: {unknown[0]}: not an updatable field (use {sorted(allowed)})")
 
 
-def _check_one_of(what: str, value: str, allowed: frozenset[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{what}: {value!r} is not one of {sorted(allowed)}")
+def _member(cls: type[_E], what: str, value: str) -> _E:
+    """``value`` as a member of ``cls``; ValueError naming ``what`` otherwise."""
+    try:
+        return cls(value)
+    except ValueError:
+        pass
+    # (raised outside the except block: the value's own error is no context)
+    raise ValueError(f"{what}: {str(value)[:40]!r} is not one of {sorted(m.value for m in cls)}")
+
+
+def _check_transition(table: Mapping[_E, frozenset[_E]], what: str, old: _E, new: _E) -> None:
+    """Every persisted state change goes through here (a bug if it fails)."""
+    if new not in table[old]:
+        raise IllegalTransition(f"{what}: {old} -> {new} is not a declared transition")
 
 
 def _check_instance_id(instance_id: str) -> None:
-    if not isinstance(instance_id, str) or not _INSTANCE_ID_RE.fullmatch(instance_id):
+    if not isinstance(instance_id, str) or not INSTANCE_ID_RE.fullmatch(instance_id):
         raise ValueError(
             f"instance_id: {str(instance_id)[:40]!r} is not a decimal instance id"
             " (1-18 digits, no sign or leading zeros)"

@@ -3,7 +3,8 @@ set is a partial unique index, enforced by the database itself."""
 
 from __future__ import annotations
 
-from typing import Final
+from enum import StrEnum
+from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -17,9 +18,39 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+from controller.store.states import (
+    ProvisioningState,
+    StartedBy,
+    UpgradeInstanceState,
+    UpgradeStatus,
 )
 
-RUNNING: Final = "RollingForward"
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class EnumText(TypeDecorator[_E], Generic[_E]):
+    """A StrEnum stored as its string: rows come out as members (the planned
+    reads of :mod:`controller.store.queries` convert them too)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[_E], length: int) -> None:
+        super().__init__(length)
+        self._enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self._enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> _E | None:
+        return None if value is None else self._enum(value)
+
+
+RUNNING: Final = UpgradeStatus.ROLLING_FORWARD
 
 metadata = MetaData()
 
@@ -83,7 +114,7 @@ instances_table = Table(
     Column("update_domain", Integer, nullable=False),
     Column("fault_domain", Integer, nullable=False),
     Column("image_version", String(64)),
-    Column("state", String(32), nullable=False),
+    Column("state", EnumText(ProvisioningState, 32), nullable=False),
     Column("updated_at", Double, nullable=False),
 )
 
@@ -97,12 +128,12 @@ upgrades_table = Table(
         ForeignKey("scale_sets.name", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("started_by", String(16), nullable=False),
+    Column("started_by", EnumText(StartedBy, 16), nullable=False),
     Column("target_publisher", String(64), nullable=False),
     Column("target_offer", String(64), nullable=False),
     Column("target_sku", String(64), nullable=False),
     Column("target_version", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", EnumText(UpgradeStatus, 16), nullable=False),
     Column("start_time", Double, nullable=False),
     Column("end_time", Double),
     Column("error_code", String(64)),
@@ -141,7 +172,7 @@ upgrade_instances_table = Table(
     ),
     Column("instance_id", String(20), primary_key=True),
     Column("batch", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", EnumText(UpgradeInstanceState, 16), nullable=False),
     Column("operation_id", String(64)),
     Column("from_version", String(64)),
     Column("started_at", Double),

@@ -3,56 +3,34 @@ decision logs (one running upgrade per scale set: a partial unique index)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from controller.store import queries
-from controller.store.engine import StoreBase
+from controller.store.engine import Database
 from controller.store.records import (
     AlreadyExists,
     Conflict,
     Decision,
     ImageRef,
     NotFound,
-    UpgradeInstanceRecord,
     UpgradeRecord,
 )
 from controller.store.rows import (
     _check_fields,
-    _check_instance_id,
-    _check_one_of,
+    _check_transition,
     _dumps,
-    _instance_sort_key,
+    _member,
     _record,
     _row,
 )
-from controller.store.schema import (
-    RUNNING,
-    decision_log_table,
-    upgrade_instances_table,
-    upgrades_table,
-)
+from controller.store.schema import RUNNING, decision_log_table, upgrades_table
+from controller.store.states import UPGRADE_TRANSITIONS, StartedBy, UpgradeStatus
 
-UPGRADE_STATUSES: Final = frozenset({"RollingForward", "Cancelled", "Completed", "Faulted"})
-STARTED_BY: Final = frozenset({"Platform", "User"})
-UPGRADE_INSTANCE_STATES: Final = frozenset(
-    {
-        "Pending",
-        "Reimaging",
-        "WaitingHealth",
-        "Succeeded",
-        "Failed",
-        "RollingBack",
-        "RolledBack",
-        "RollbackFailed",
-        "Skipped",
-    }
-)
 HISTORY_LIMIT: Final = 5
 HISTORY_MAX_AGE_SECONDS: Final = 60 * 86400
 
@@ -73,18 +51,6 @@ _UPGRADE_UPDATABLE: Final = frozenset(
         "rolled_back_ok",
         "rolled_back_failed",
         "rollback_error",
-    }
-)
-_UPGRADE_INSTANCE_UPDATABLE: Final = frozenset(
-    {
-        "batch",
-        "state",
-        "operation_id",
-        "from_version",
-        "started_at",
-        "deadline",
-        "finished_at",
-        "reason",
     }
 )
 
@@ -117,82 +83,84 @@ def _upgrade_to_row(rec: UpgradeRecord) -> dict[str, Any]:
     return row
 
 
-class UpgradeRows(StoreBase):
-    # --- upgrades ----------------------------------------------------------------
+class Upgrades:
+    """The ``upgrades`` table (one running upgrade per scale set: a partial unique index)."""
 
-    def create_upgrade(self, rec: UpgradeRecord) -> None:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(self, rec: UpgradeRecord) -> None:
         """Record a new upgrade. :class:`Conflict` if ``rec`` is running and
         the scale set already has a running upgrade (docs/design.md rule 8);
         :class:`NotFound` without the scale set."""
-        _check_one_of("status", rec.status, UPGRADE_STATUSES)
-        _check_one_of("started_by", rec.started_by, STARTED_BY)
+        _member(UpgradeStatus, "status", rec.status)
+        _member(StartedBy, "started_by", rec.started_by)
         row = _upgrade_to_row(rec)
         try:
-            with self._write() as conn:
-                self._require_scale_set(conn, rec.scale_set)
+            with self._db.write() as conn:
+                self._db.require_scale_set(conn, rec.scale_set)
                 conn.execute(insert(upgrades_table).values(**row))
         except IntegrityError:
-            if self.get_upgrade(rec.id) is not None:
+            if self.get(rec.id) is not None:
                 raise AlreadyExists(f"upgrade {rec.id}: already exists") from None
-            running = self.running_upgrade(rec.scale_set)
+            running = self.running(rec.scale_set)
             raise Conflict(
                 f"scale set {rec.scale_set!r}: a rolling upgrade is already running"
                 f" ({running.id if running else 'unknown'})"
             ) from None
 
-    def get_upgrade(self, upgrade_id: str) -> UpgradeRecord | None:
-        rows = self._maps(queries.UPGRADE, id=upgrade_id)
+    def get(self, upgrade_id: str) -> UpgradeRecord | None:
+        rows = self._db.maps(queries.UPGRADE, id=upgrade_id)
         return _upgrade_from_row(rows[0]) if rows else None
 
-    def running_upgrade(self, scale_set: str) -> UpgradeRecord | None:
-        rows = self._maps(queries.RUNNING_UPGRADE, scale_set=scale_set)
+    def running(self, scale_set: str) -> UpgradeRecord | None:
+        rows = self._db.maps(queries.RUNNING_UPGRADE, scale_set=scale_set)
         return _upgrade_from_row(rows[0]) if rows else None
 
-    def running_upgrades(self) -> list[UpgradeRecord]:
+    def all_running(self) -> list[UpgradeRecord]:
         """Every running upgrade, oldest first (what a restarted controller resumes)."""
-        return [_upgrade_from_row(m) for m in self._maps(queries.RUNNING_UPGRADES)]
+        return [_upgrade_from_row(m) for m in self._db.maps(queries.RUNNING_UPGRADES)]
 
-    def update_upgrade(
-        self, upgrade_id: str, *, expected_status: str | None, **fields: Any
+    def update(
+        self, upgrade_id: str, *, expected_status: UpgradeStatus | None, **fields: Any
     ) -> UpgradeRecord:
         """Update some fields of an upgrade; the record as stored afterwards.
 
         Compare-and-swap on status: :class:`Conflict` when ``expected_status``
-        is given and the stored status differs (or when the update would make
-        a second running upgrade); :class:`NotFound` without the upgrade.
+        is given and the stored status differs; :class:`NotFound` without the upgrade;
+        :class:`IllegalTransition` for a status change
+        :data:`~controller.store.states.UPGRADE_TRANSITIONS` does not declare.
         """
         what = f"upgrade {upgrade_id}"
         _check_fields(what, fields, _UPGRADE_UPDATABLE)
-        if "status" in fields:
-            _check_one_of("status", fields["status"], UPGRADE_STATUSES)
         values = dict(fields)
+        if "status" in values:
+            values["status"] = _member(UpgradeStatus, "status", values["status"])
         for name in ("policy", "batches"):
             if name in values:
                 values[name] = _dumps(values[name], name)
         t = upgrades_table.c
-        cond = t.id == upgrade_id
-        if expected_status is not None:
-            cond = and_(cond, t.status == expected_status)
-        try:
-            with self._write() as conn:
-                res = conn.execute(update(upgrades_table).where(cond).values(**values))
-                row = (
-                    conn.execute(select(upgrades_table).where(t.id == upgrade_id))
-                    .mappings()
-                    .first()
-                )
-                if row is None:
-                    raise NotFound(f"{what}: not found")
-                if res.rowcount != 1:
-                    raise Conflict(f"{what}: status is {row['status']}, expected {expected_status}")
-                return _upgrade_from_row(row)
-        except IntegrityError:
-            raise Conflict(f"{what}: its scale set already has a running upgrade") from None
+        with self._db.write() as conn:
+            found = (
+                conn.execute(select(upgrades_table).where(t.id == upgrade_id).with_for_update())
+                .mappings()
+                .first()
+            )
+            if found is None:
+                raise NotFound(f"{what}: not found")
+            status = found["status"]
+            if expected_status is not None and status != expected_status:
+                raise Conflict(f"{what}: status is {status}, expected {expected_status}")
+            if "status" in values:
+                # (never back to RollingForward: no update makes a second running upgrade)
+                _check_transition(UPGRADE_TRANSITIONS, what, status, values["status"])
+            conn.execute(update(upgrades_table).where(t.id == upgrade_id).values(**values))
+            return _upgrade_from_row({**found, **values})
 
     def request_cancel(self, scale_set: str) -> bool:
         """Flag the scale set's running upgrade for cancelling; False when none runs."""
         t = upgrades_table.c
-        with self._write() as conn:
+        with self._db.write() as conn:
             res = conn.execute(
                 update(upgrades_table)
                 .where(t.scale_set == scale_set, t.status == RUNNING)
@@ -211,62 +179,19 @@ class UpgradeRows(StoreBase):
         first, at most ``limit`` (docs/design.md rule 11)."""
         if limit < 0:
             raise ValueError(f"limit: must be >= 0, got {limit}")
-        rows = self._maps(
+        rows = self._db.maps(
             queries.HISTORY, scale_set=scale_set, since=now - max_age_seconds, limit=limit
         )
         return [_upgrade_from_row(m) for m in rows]
 
-    # --- upgrade instances -------------------------------------------------------
 
-    def add_upgrade_instances(self, recs: list[UpgradeInstanceRecord]) -> None:
-        """Add the instances of an upgrade's plan, all or none."""
-        if not recs:
-            return
-        for rec in recs:
-            _check_instance_id(rec.instance_id)
-            _check_one_of("state", rec.state, UPGRADE_INSTANCE_STATES)
-        try:
-            with self._write() as conn:
-                for upgrade_id in sorted({r.upgrade_id for r in recs}):
-                    t = upgrades_table.c
-                    if conn.execute(select(t.id).where(t.id == upgrade_id)).first() is None:
-                        raise NotFound(f"upgrade {upgrade_id}: not found")
-                conn.execute(insert(upgrade_instances_table), [dataclasses.asdict(r) for r in recs])
-        except IntegrityError:
-            raise AlreadyExists(
-                "upgrade instances: an instance is already part of its upgrade"
-            ) from None
+class Decisions:
+    """The ``decision_log`` table: what each upgrade decided, and why."""
 
-    def list_upgrade_instances(self, upgrade_id: str) -> list[UpgradeInstanceRecord]:
-        """The upgrade's instances by batch, then numeric instance id."""
-        rows = self._rows(queries.UPGRADE_INSTANCES_OF, upgrade_id=upgrade_id)
-        out = [UpgradeInstanceRecord(*r) for r in rows]
-        return sorted(out, key=lambda r: (r.batch, *_instance_sort_key(r)))
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    def update_upgrade_instance(
-        self, upgrade_id: str, instance_id: str, expected_state: str | None, **fields: Any
-    ) -> bool:
-        """Update some fields; with ``expected_state`` a compare-and-swap that
-        returns False when the stored state differs. :class:`NotFound` when
-        the instance is not part of the upgrade."""
-        what = f"upgrade {upgrade_id} instance {instance_id}"
-        _check_fields(what, fields, _UPGRADE_INSTANCE_UPDATABLE)
-        if "state" in fields:
-            _check_one_of("state", fields["state"], UPGRADE_INSTANCE_STATES)
-        t = upgrade_instances_table.c
-        key = and_(t.upgrade_id == upgrade_id, t.instance_id == instance_id)
-        cond = key if expected_state is None else and_(key, t.state == expected_state)
-        with self._write() as conn:
-            res = conn.execute(update(upgrade_instances_table).where(cond).values(**fields))
-            if res.rowcount == 1:
-                return True
-            if conn.execute(select(t.state).where(key)).first() is None:
-                raise NotFound(f"{what}: not found")
-            return False
-
-    # --- decision log --------------------------------------------------------------
-
-    def log_decision(
+    def log(
         self, upgrade_id: str, time: float, instance_id: str | None, event: str, message: str
     ) -> int:
         """Append to the upgrade's decision log; the entry's sequence number
@@ -274,7 +199,7 @@ class UpgradeRows(StoreBase):
         if not event or len(event) > 32:
             raise ValueError(f"event: must be 1-32 characters, got {len(event)}")
         try:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 res = conn.execute(
                     insert(decision_log_table).values(
                         upgrade_id=upgrade_id,
@@ -290,6 +215,6 @@ class UpgradeRows(StoreBase):
         assert key is not None
         return int(key[0])
 
-    def decisions(self, upgrade_id: str) -> list[Decision]:
+    def of(self, upgrade_id: str) -> list[Decision]:
         """The upgrade's decision log, oldest first."""
-        return [Decision(*r) for r in self._rows(queries.DECISIONS_OF, upgrade_id=upgrade_id)]
+        return [Decision(*r) for r in self._db.rows(queries.DECISIONS_OF, upgrade_id=upgrade_id)]

@@ -9,9 +9,8 @@ neither loses nor repeats work (agents treat a known operation id as the same
 call). Time comes from the injected clock: a five-minute health timeout is a
 deadline in the store, not a sleep.
 
-What happens to one instance (and to a host that stops answering) is
-:mod:`controller.upgrade.steps`; this module runs the batches, the gates of
-rules 2 and 5, cancel and pause, and the upgrade's counts and status. After
+This runs the batches, the gates of rules 2 and 5, cancel and pause, and
+the upgrade's counts and status; each instance's step is its own. After
 an upgrade ends, :meth:`Orchestrator.run` keeps settling rollbacks that were
 decided but could not be confirmed (their host did not answer) until the host
 answers again; :meth:`Orchestrator.start` settles any left by an earlier run.
@@ -20,11 +19,13 @@ answers again; :meth:`Orchestrator.start` settles any left by an earlier run.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
+from controller.base.settings import POLL_SECONDS
 from controller.fleet.agents import AgentPort
+from controller.model.upgradepolicy import ALL_PERCENT, RollingPolicy
 from controller.store.facade import (
     Conflict,
     ImageRecord,
@@ -34,43 +35,26 @@ from controller.store.facade import (
     UpgradeRecord,
     new_upgrade_id,
 )
-from controller.upgrade import planner
-from controller.upgrade.steps import (
+from controller.store.states import (
     ACTIVE_STATES,
     DONE_STATES,
     FAILED_STATES,
-    InstanceSteps,
-    Observed,
-    Recent,
-    no_snapshots,
-    unconfirmed,
+    StartedBy,
+    UpgradeInstanceState,
+    UpgradeStatus,
 )
+from controller.upgrade import planner
+from controller.upgrade.observing import Observed, Observer, Recent, no_snapshots
+from controller.upgrade.rollback import Rollbacks
+from controller.upgrade.rows import RowParts, UpgradeRows
+from controller.upgrade.steps import InstanceSteps
 from hostagent.contract import wire
 from kvmss.base.clock import Clock
+from kvmss.base.waiting import wait_for, wait_until
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Observed", "Orchestrator", "Policy"]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The rolling policy an upgrade runs under, snapshotted when it starts."""
-
-    max_batch_instance_percent: int = 20
-    max_unhealthy_instance_percent: int = 20
-    max_unhealthy_upgraded_instance_percent: int = 20
-    pause_seconds: float = 0.0
-    health_timeout_seconds: float = 300.0
-    prioritize_unhealthy: bool = False
-    automatic_rollback: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Policy:
-        return cls(**d)
+__all__ = ["Observed", "Orchestrator"]
 
 
 class Orchestrator:
@@ -89,15 +73,19 @@ class Orchestrator:
         self.agents = agents
         self.image_spec = image_spec
         self.clock = clock
-        self.steps = InstanceSteps(store, agents, clock, self._decide, recent)
+        self.observer = Observer(agents, clock, recent)
+        self.rows = UpgradeRows(store, clock, self._decide, self.observer.forget)
+        parts = RowParts(store, agents, clock, self.rows, self.observer)
+        self.rollbacks = Rollbacks(parts)
+        self.steps = InstanceSteps(parts, self.rollbacks)
 
     # -- observing ---------------------------------------------------------------
 
     def observe(self, inst: InstanceRecord) -> Observed:
-        return self.steps.observe(inst)
+        return self.observer.observe(inst)
 
     def _decide(self, up: UpgradeRecord, iid: str | None, event: str, message: str) -> None:
-        self.store.log_decision(up.id, self.clock.now(), iid, event, message)
+        self.store.decisions.log(up.id, self.clock.now(), iid, event, message)
         log.info("upgrade %s of %s: %s %s", up.id[:8], up.scale_set, event, message)
 
     # -- starting ----------------------------------------------------------------
@@ -132,8 +120,8 @@ class Orchestrator:
         self,
         scale_set: str,
         target: ImageRecord,
-        policy: Policy,
-        started_by: str,
+        policy: RollingPolicy,
+        started_by: StartedBy,
         *,
         only: set[str] | None = None,
         all_at_once: bool = False,
@@ -144,11 +132,11 @@ class Orchestrator:
         puts every instance in one batch (upgrade mode Automatic)."""
         upgrade_id = new_upgrade_id()
         self._supersede(scale_set, upgrade_id)
-        instances = self.store.list_instances(scale_set)
+        instances = self.store.instances.of(scale_set)
         if only is not None:
             instances = [i for i in instances if i.instance_id in only]
         if all_at_once:
-            taken = self.plan(instances, target.version, 100, prioritize_unhealthy=False)
+            taken = self.plan(instances, target.version, ALL_PERCENT, prioritize_unhealthy=False)
             plan = [sorted((i for b in taken for i in b), key=int)] if taken else []
         else:
             plan = self.plan(
@@ -163,14 +151,14 @@ class Orchestrator:
             scale_set=scale_set,
             started_by=started_by,
             target=target.ref,
-            status="RollingForward",
+            status=UpgradeStatus.ROLLING_FORWARD,
             start_time=now,
             policy=policy.to_dict(),
             batches=plan,
             pending_count=sum(len(b) for b in plan),
         )
-        self.store.create_upgrade(up)
-        self.store.add_upgrade_instances(
+        self.store.upgrades.create(up)
+        self.store.upgrade_instances.add(
             [
                 UpgradeInstanceRecord(upgrade_id=up.id, instance_id=iid, batch=k)
                 for k, batch in enumerate(plan)
@@ -191,33 +179,35 @@ class Orchestrator:
     # -- stepping ----------------------------------------------------------------
 
     def step(self, upgrade_id: str) -> UpgradeRecord:
-        up = self.store.get_upgrade(upgrade_id)
-        if up is None or up.status != "RollingForward":
+        up = self.store.upgrades.get(upgrade_id)
+        if up is None or up.status != UpgradeStatus.ROLLING_FORWARD:
             assert up is not None, upgrade_id
             return up
-        policy = Policy.from_dict(up.policy)
+        policy = RollingPolicy.from_dict(up.policy)
         if up.current_batch >= len(up.batches):
-            return self._finish(up, "Completed")
+            return self._finish(up, UpgradeStatus.COMPLETED)
         k = up.current_batch
-        rows = [u for u in self.store.list_upgrade_instances(up.id) if u.batch == k]
-        instances = {i.instance_id: i for i in self.store.list_instances(up.scale_set)}
-        if all(u.state == "Pending" for u in rows):
+        rows = [u for u in self.store.upgrade_instances.of(up.id) if u.batch == k]
+        instances = {i.instance_id: i for i in self.store.instances.of(up.scale_set)}
+        if all(u.state == UpgradeInstanceState.PENDING for u in rows):
             gate = self._before_batch(up, policy, k, instances)
             if gate is not None:
                 return gate
-        target = self.store.get_image(*_ref(up))
+        target = self.store.images.get(*_ref(up))
         if target is None:
             return self._finish(
-                up, "Faulted", "ImageNotFound", f"target image {_ref(up)} was removed"
+                up, UpgradeStatus.FAULTED, "ImageNotFound", f"target image {_ref(up)} was removed"
             )
         spec = self.image_spec(target)
         for u in rows:
             inst = instances.get(u.instance_id)
             if inst is None:
-                self.steps.set(up, u, u.state, "Skipped", reason="instance was removed")
+                if u.state not in DONE_STATES:  # (one that ended stays as it ended)
+                    skipped = UpgradeInstanceState.SKIPPED
+                    self.rows.set(up, u, u.state, skipped, reason="instance was removed")
                 continue
             self.steps.advance(up, policy, u, inst, spec)
-        every = self.store.list_upgrade_instances(up.id)
+        every = self.store.upgrade_instances.of(up.id)
         rows = [u for u in every if u.batch == k]
         up = self._count(up, rows=every)
         if all(u.state in DONE_STATES for u in rows):
@@ -225,24 +215,26 @@ class Orchestrator:
         return up
 
     def _before_batch(
-        self, up: UpgradeRecord, policy: Policy, k: int, instances: dict[str, InstanceRecord]
+        self, up: UpgradeRecord, policy: RollingPolicy, k: int, instances: dict[str, InstanceRecord]
     ) -> UpgradeRecord | None:
         """Cancel, pause between batches, and rule 2; None means go."""
         if up.cancel_requested:
-            return self._finish(up, "Cancelled", message="cancelled before batch " + str(k))
+            return self._finish(
+                up, UpgradeStatus.CANCELLED, message="cancelled before batch " + str(k)
+            )
         if k > 0 and policy.pause_seconds > 0:
-            prev = [u for u in self.store.list_upgrade_instances(up.id) if u.batch == k - 1]
+            prev = [u for u in self.store.upgrade_instances.of(up.id) if u.batch == k - 1]
             ended = max((u.finished_at or 0.0) for u in prev) if prev else 0.0
             if self.clock.now() < ended + policy.pause_seconds:
                 return up
         # (healthy from snapshots where they say so: the whole set, every batch)
-        seen = {iid: self.steps.observe(i, snapshot=True) for iid, i in instances.items()}
+        seen = {iid: self.observer.observe(i, snapshot=True) for iid, i in instances.items()}
         unhealthy = sorted((iid for iid, o in seen.items() if not o.healthy), key=int)
         if planner.too_unhealthy(len(unhealthy), len(seen), policy.max_unhealthy_instance_percent):
             where = "before the first batch; nothing was changed" if k == 0 else f"before batch {k}"
             return self._finish(
                 up,
-                "Faulted",
+                UpgradeStatus.FAULTED,
                 "MaxUnhealthyInstancePercentExceeded",
                 f"{len(unhealthy)} of {len(seen)} instances are unhealthy ({unhealthy}), above"
                 f" maxUnhealthyInstancePercent {policy.max_unhealthy_instance_percent}%, {where}",
@@ -250,16 +242,16 @@ class Orchestrator:
         self._decide(up, None, "batch", f"batch {k} starts: {up.batches[k]}")
         return None
 
-    def _after_batch(self, up: UpgradeRecord, policy: Policy, k: int) -> UpgradeRecord:
-        rows = self.store.list_upgrade_instances(up.id)
-        taken = [u for u in rows if u.state in DONE_STATES - {"Skipped"}]
+    def _after_batch(self, up: UpgradeRecord, policy: RollingPolicy, k: int) -> UpgradeRecord:
+        rows = self.store.upgrade_instances.of(up.id)
+        taken = [u for u in rows if u.state in DONE_STATES - {UpgradeInstanceState.SKIPPED}]
         failed = [u for u in taken if u.state in FAILED_STATES]
         if planner.upgraded_breach(
             len(failed), len(taken), policy.max_unhealthy_upgraded_instance_percent
         ):
             return self._finish(
                 up,
-                "Faulted",
+                UpgradeStatus.FAULTED,
                 "MaxUnhealthyUpgradedInstancePercentExceeded",
                 f"{len(failed)} of {len(taken)} upgraded instances failed"
                 f" ({sorted((u.instance_id for u in failed), key=int)}), above"
@@ -267,11 +259,11 @@ class Orchestrator:
                 f" {policy.max_unhealthy_upgraded_instance_percent}%; stopped after batch {k}",
             )
         if k + 1 >= len(up.batches):
-            return self._finish(up, "Completed")
+            return self._finish(up, UpgradeStatus.COMPLETED)
         if up.cancel_requested:
-            return self._finish(up, "Cancelled", message=f"cancelled after batch {k}")
-        return self.store.update_upgrade(
-            up.id, expected_status="RollingForward", current_batch=k + 1
+            return self._finish(up, UpgradeStatus.CANCELLED, message=f"cancelled after batch {k}")
+        return self.store.upgrades.update(
+            up.id, expected_status=UpgradeStatus.ROLLING_FORWARD, current_batch=k + 1
         )
 
     # -- bookkeeping ---------------------------------------------------------------
@@ -279,34 +271,41 @@ class Orchestrator:
     def _count(
         self,
         up: UpgradeRecord,
-        status: str = "RollingForward",
+        status: UpgradeStatus = UpgradeStatus.ROLLING_FORWARD,
         rows: list[UpgradeInstanceRecord] | None = None,
     ) -> UpgradeRecord:
         """Record the upgrade's counts from its rows (read now unless given)."""
         if rows is None:
-            rows = self.store.list_upgrade_instances(up.id)
+            rows = self.store.upgrade_instances.of(up.id)
         states = [u.state for u in rows]
         fields: dict[str, Any] = {
-            "successful_count": states.count("Succeeded"),
+            "successful_count": states.count(UpgradeInstanceState.SUCCEEDED),
             "failed_count": sum(states.count(s) for s in FAILED_STATES),
             "in_progress_count": sum(states.count(s) for s in ACTIVE_STATES),
-            "pending_count": states.count("Pending"),
-            "rolled_back_ok": states.count("RolledBack"),
-            "rolled_back_failed": states.count("RollbackFailed"),
+            "pending_count": states.count(UpgradeInstanceState.PENDING),
+            "rolled_back_ok": states.count(UpgradeInstanceState.ROLLED_BACK),
+            "rolled_back_failed": states.count(UpgradeInstanceState.ROLLBACK_FAILED),
         }
-        if status != "RollingForward" and "RollbackFailed" not in states:
+        if (
+            status != UpgradeStatus.ROLLING_FORWARD
+            and UpgradeInstanceState.ROLLBACK_FAILED not in states
+        ):
             fields["rollback_error"] = None  # every rollback given up on was settled since
         if up.status == status and all(getattr(up, k) == v for k, v in fields.items()):
             return up  # a step that changed no count writes nothing (and syncs no disk)
-        return self.store.update_upgrade(up.id, expected_status=status, **fields)
+        return self.store.upgrades.update(up.id, expected_status=status, **fields)
 
     def _finish(
-        self, up: UpgradeRecord, status: str, code: str | None = None, message: str | None = None
+        self,
+        up: UpgradeRecord,
+        status: UpgradeStatus,
+        code: str | None = None,
+        message: str | None = None,
     ) -> UpgradeRecord:
         up = self._count(up)
-        done = self.store.update_upgrade(
+        done = self.store.upgrades.update(
             up.id,
-            expected_status="RollingForward",
+            expected_status=UpgradeStatus.ROLLING_FORWARD,
             status=status,
             end_time=self.clock.now(),
             error_code=code,
@@ -320,13 +319,13 @@ class Orchestrator:
     def settle(self, upgrade_id: str) -> bool:
         """Carry out the rollbacks an ended upgrade decided but could not have
         confirmed (their host did not answer); True when none is left."""
-        up = self.store.get_upgrade(upgrade_id)
-        if up is None or up.status == "RollingForward":
+        up = self.store.upgrades.get(upgrade_id)
+        if up is None or up.status == UpgradeStatus.ROLLING_FORWARD:
             return True
-        rows = [u for u in self.store.list_upgrade_instances(up.id) if unconfirmed(u)]
+        rows = [u for u in self.store.upgrade_instances.of(up.id) if u.unconfirmed]
         if not rows:
             return True
-        settled = [self.steps.settle(up, u) for u in rows]
+        settled = [self.rollbacks.settle(up, u) for u in rows]
         if any(settled):
             self._count(up, up.status)
         return all(settled)
@@ -335,41 +334,62 @@ class Orchestrator:
         """Before a new upgrade: settle what earlier ones left unconfirmed, and
         hand what still cannot be settled to the new one, which observes the
         instance afresh (rule 3) instead of a late rollback undoing its work."""
-        for old in self.store.history(scale_set, self.clock.now()):
+        for old in self.store.upgrades.history(scale_set, self.clock.now()):
             if self.settle(old.id):
                 continue
-            for u in self.store.list_upgrade_instances(old.id):
-                if unconfirmed(u) and self.store.update_upgrade_instance(
+            for u in self.store.upgrade_instances.of(old.id):
+                if u.unconfirmed and self.store.upgrade_instances.update(
                     old.id,
                     u.instance_id,
-                    expected_state="RollbackFailed",
+                    expected_state=UpgradeInstanceState.ROLLBACK_FAILED,
                     finished_at=self.clock.now(),
                     reason=f"{u.reason}; superseded by upgrade {by}",
                 ):
-                    self._decide(old, u.instance_id, "RollbackFailed", f"superseded by {by}")
+                    self._decide(
+                        old,
+                        u.instance_id,
+                        UpgradeInstanceState.ROLLBACK_FAILED,
+                        f"superseded by {by}",
+                    )
 
     # -- running -------------------------------------------------------------------
 
     def run(
-        self, upgrade_id: str, poll_seconds: float = 1.0, should_stop: Callable[[], bool] = bool
+        self,
+        upgrade_id: str,
+        poll_seconds: float = POLL_SECONDS,
+        should_stop: Callable[[], bool] = bool,
     ) -> UpgradeRecord:
         """Step until the upgrade ends, then until the rollbacks it could not
         confirm are settled (or ``should_stop()``); sleeps on the clock."""
-        while True:
-            try:
-                up = self.step(upgrade_id)
-            except Conflict:
-                current = self.store.get_upgrade(upgrade_id)
-                assert current is not None
-                up = current
-            if up.status != "RollingForward" or should_stop():
-                break
-            self.clock.sleep(poll_seconds)
-        while up.status != "RollingForward" and not should_stop() and not self.settle(up.id):
-            self.clock.sleep(poll_seconds)
-        current = self.store.get_upgrade(upgrade_id)
+        ended = wait_for(
+            self.clock,
+            lambda: self._ended(upgrade_id),
+            timeout=math.inf,
+            interval=poll_seconds,
+            stop=should_stop,
+        )
+        if ended is not None and not should_stop():
+            wait_until(
+                self.clock,
+                lambda: self.settle(upgrade_id),
+                timeout=math.inf,
+                interval=poll_seconds,
+                stop=should_stop,
+            )
+        current = self.store.upgrades.get(upgrade_id)
         assert current is not None
         return current
+
+    def _ended(self, upgrade_id: str) -> UpgradeRecord | None:
+        """One step; the upgrade once it is no longer RollingForward."""
+        try:
+            up = self.step(upgrade_id)
+        except Conflict:  # (another step ended it meanwhile)
+            current = self.store.upgrades.get(upgrade_id)
+            assert current is not None
+            up = current
+        return None if up.status == UpgradeStatus.ROLLING_FORWARD else up
 
 
 def _ref(up: UpgradeRecord) -> tuple[str, str, str, str]:

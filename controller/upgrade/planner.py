@@ -18,23 +18,19 @@ Decisions this module makes, so the orchestrator does not have to:
   instance to upgrade, then every healthy one, each pass walking update
   domains as above. A batch therefore also never mixes unhealthy and healthy
   instances.
-- **Update domains** are ``int(instance_id) % count``: they depend only on
-  the instance id, so scaling out or in never moves an existing instance to
-  another update domain.
+- **Update domains** are given when an instance is placed
+  (:func:`controller.fleet.placement.update_domain`) and read here.
 - **Thresholds** are "above" in exact integer arithmetic: exactly at the
   percentage is allowed, one more is not.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
-from controller.fleet.placement import DEFAULT_UPDATE_DOMAIN_COUNT
-
-_INSTANCE_ID_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+from controller.store.records import INSTANCE_ID_RE
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class PlanInstance:
 
 def instance_number(instance_id: str, field: str = "instanceId") -> int:
     """The value of a decimal instance id ("0", "12"; 1-18 digits, no sign or leading zeros)."""
-    if not isinstance(instance_id, str) or not _INSTANCE_ID_RE.fullmatch(instance_id):
+    if not isinstance(instance_id, str) or not INSTANCE_ID_RE.fullmatch(instance_id):
         raise ValueError(
             f"{field}: must be a decimal instance id such as '0' or '12' "
             f"(1-18 digits, no leading zeros), got {instance_id!r}"
@@ -161,23 +157,3 @@ def upgraded_breach(failed: int, upgraded: int, max_unhealthy_upgraded_percent: 
     if upgraded == 0:
         return False
     return failed * 100 > upgraded * max_unhealthy_upgraded_percent
-
-
-def assign_update_domains(
-    instance_ids: Sequence[str], count: int = DEFAULT_UPDATE_DOMAIN_COUNT
-) -> dict[str, int]:
-    """Update domain of each instance: ``int(instance_id) % count``.
-
-    Round-robin by instance id value (ids 0..4 get UDs 0..4, id 5 gets UD 0,
-    ...), not by position, so an instance keeps its update domain when others
-    are added or removed. The result is keyed in numeric id order.
-    """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"platformUpdateDomainCount: must be a positive integer, got {count!r}")
-    numbers: dict[str, int] = {}
-    for i, instance_id in enumerate(instance_ids):
-        number = instance_number(instance_id, f"instanceIds[{i}]")
-        if instance_id in numbers:
-            raise ValueError(f"instanceIds[{i}]: {instance_id!r} appears more than once")
-        numbers[instance_id] = number
-    return {iid: n % count for iid, n in sorted(numbers.items(), key=lambda kv: kv[1])}

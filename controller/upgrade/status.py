@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.store.facade import Decision, UpgradeInstanceRecord, UpgradeRecord
-from kvmss.base.clock import iso8601
+from controller.base.errors import ControllerError
+from controller.fleet.models import ScaleSetModels
+from controller.model.upgradepolicy import RollingPolicy
+from controller.store.facade import Decision, Store, UpgradeInstanceRecord, UpgradeRecord
+from controller.store.states import UpgradeStatus
+from kvmss.base.clock import Clock, iso8601
 
 ROLLING_TYPE = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
 
@@ -34,16 +38,23 @@ def _target(up: UpgradeRecord) -> dict[str, str]:
 
 
 def _policy(up: UpgradeRecord) -> dict[str, Any]:
-    p = up.policy
+    p = RollingPolicy.from_dict(up.policy)
     return {
-        "maxBatchInstancePercent": p.get("max_batch_instance_percent"),
-        "maxUnhealthyInstancePercent": p.get("max_unhealthy_instance_percent"),
-        "maxUnhealthyUpgradedInstancePercent": p.get("max_unhealthy_upgraded_instance_percent"),
-        "pauseTimeBetweenBatchesSeconds": p.get("pause_seconds"),
-        "healthTimeoutSeconds": p.get("health_timeout_seconds"),
-        "prioritizeUnhealthyInstances": p.get("prioritize_unhealthy"),
-        "automaticRollback": p.get("automatic_rollback"),
+        "maxBatchInstancePercent": p.max_batch_instance_percent,
+        "maxUnhealthyInstancePercent": p.max_unhealthy_instance_percent,
+        "maxUnhealthyUpgradedInstancePercent": p.max_unhealthy_upgraded_instance_percent,
+        "pauseTimeBetweenBatchesSeconds": p.pause_seconds,
+        "healthTimeoutSeconds": p.health_timeout_seconds,
+        "prioritizeUnhealthyInstances": p.prioritize_unhealthy,
+        "automaticRollback": p.automatic_rollback,
     }
+
+
+def last_action(up: UpgradeRecord) -> str:
+    """Azure's RollingUpgradeActionType: the user's cancel, once asked for,
+    is the last action; before that the start."""
+    cancelled = up.cancel_requested or up.status == UpgradeStatus.CANCELLED
+    return "Cancel" if cancelled else "Start"
 
 
 def latest(
@@ -59,7 +70,7 @@ def latest(
             "runningStatus": {
                 "code": up.status,
                 "startTime": iso8601(up.start_time),
-                "lastAction": "Start" if up.status == "RollingForward" else up.status,
+                "lastAction": last_action(up),
                 "lastActionTime": iso8601(last.time if last else up.start_time),
             },
             "progress": _progress(up),
@@ -121,3 +132,32 @@ def history_entry(up: UpgradeRecord, location: str = "local") -> dict[str, Any]:
         "type": ROLLING_TYPE,
         "location": location,
     }
+
+
+class UpgradeReports:
+    """The latest upgrade's status and the history of a scale set, as the API shows them."""
+
+    def __init__(self, store: Store, models: ScaleSetModels, clock: Clock) -> None:
+        self._store = store
+        self._models = models
+        self._clock = clock
+
+    def latest_status(self, name: str) -> dict[str, Any]:
+        model = self._models.model(name)
+        ups = self._store.upgrades.history(name, self._clock.now(), limit=1)
+        if not ups:
+            raise ControllerError(
+                404, "NotFound", f"scale set {name[:80]!r} has had no rolling upgrade"
+            )
+        up = ups[0]
+        return latest(
+            up,
+            self._store.upgrade_instances.of(up.id),
+            self._store.decisions.of(up.id),
+            model.location,
+        )
+
+    def history(self, name: str) -> dict[str, Any]:
+        model = self._models.model(name)
+        ups = self._store.upgrades.history(name, self._clock.now())
+        return {"value": [history_entry(u, model.location) for u in ups]}

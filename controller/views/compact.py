@@ -1,13 +1,6 @@
-"""Instance views packed into tuples of plain values, for the controller to
-keep thousands of them (:mod:`controller.views.instances`).
-
-A parsed :class:`hostagent.contract.wire.InstanceView` is some twenty objects the
-cyclic garbage collector tracks (models, their ``__dict__``, lists, sets).
-Ten thousand of them, replaced every few seconds, made every full collection
-walk two hundred thousand objects and stop the controller for ~190 ms, more
-than once a second under load. A tuple holding only strings, numbers, None
-and such tuples is untracked by the collector once it has seen it, so the
-packed views cost a collection nothing, however many there are.
+"""Instance views packed into tuples of plain values, which the garbage
+collector leaves alone however many the controller keeps
+(docs/performance-notes.md, "Packed views").
 
 :func:`pack` and :func:`unpack` cover every field of the view; a test checks
 that they still do when the wire contract grows.

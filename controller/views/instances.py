@@ -1,42 +1,6 @@
-"""Instance views as the agents last reported them, kept fresh by a watcher.
-
-Listing a scale set used to ask each instance's agent on the spot: one HTTP
-call per instance, so listing 200 instances cost the controller ~0.3 s of
-CPU (requests, JSON, pydantic) and a few dashboards saturated it; starting
-an upgrade planned from the same per-instance calls. An agent answers
-``GET /v1/instances`` with every view of its host in one call, so a watcher
-thread asks each registered host every ``refresh_seconds`` and listings read
-what it found, as Azure's instance views are snapshots its host agents report.
-
-- A listing shows the watcher's latest views, normally at most
-  ``refresh_seconds`` old. It never waits for the watcher, except for an
-  instance it has no view of yet (just created): that host is asked at once,
-  one call however many listings want it.
-- The watcher spends at most a tenth of its time refreshing: when a cycle
-  costs much CPU (a big fleet, a busy controller) the next waits longer, so
-  the views age instead of the controller saturating. What it counts is the
-  CPU its thread used, not the time it waited: a host that hangs, whether it
-  then fails or answers late (a SIGSTOPped agent resumed within the client's
-  timeout), costs the controller nothing, and once let that wait stretch the
-  period to minutes, so every listing showed the views of before the hang.
-- What the orchestrator observes while it runs an upgrade is recorded too
-  (:class:`ObservingPort`); a view replaces another only when it was asked
-  for later, so an upgrade's last word on an instance is never hidden behind
-  an older snapshot.
-- One instance (``virtualMachines/{id}``) shows its host's snapshot when
-  that is at most ``refresh_seconds`` old (as fresh as a listing), and is
-  asked of its agent otherwise. It used to be asked every time: a quarter of
-  the API's reads then waited on an agent call from a worker thread, and
-  while an upgrade started a batch (the orchestrator's thread busy with forty
-  instances) each of their thread hand-offs waited for the GIL, 60 to 90 ms
-  in all at p99.
-- The watcher starts with the first listing and stops after
-  ``idle_seconds`` without one: a fleet nobody looks at costs nothing.
-
-Only a port that can list a host in one call gets this (the real
-:class:`~controller.fleet.agents.AgentPool`); with any other (test doubles) every
-listing asks each instance, as before.
-"""
+"""Instance views as the agents last reported them, kept fresh by a watcher
+that asks each host for all its views in one call, so a listing costs no
+agent call per instance (docs/performance-notes.md, "Instance views")."""
 
 from __future__ import annotations
 
@@ -46,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Final
 
+from controller.base.settings import VIEW_REFRESH_SECONDS
 from controller.fleet.agents import AgentPool, AgentPort
 from controller.views.compact import Listed, Packed, listed, pack, unpack
 from hostagent.contract import wire
@@ -54,6 +20,13 @@ from hostagent.contract.client import AgentError
 from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
+
+# The watcher stops after this long without a reader (a fleet nobody looks at costs nothing).
+WATCHER_IDLE_SECONDS: Final = 120.0
+# The longest a reader waits for another's refresh of the same host, and
+# close() for the watcher.
+REFRESH_WAIT_SECONDS: Final = 60.0
+CLOSE_SECONDS: Final = 10.0
 
 HostLister = Callable[[str], list[wire.InstanceView]]
 # What an agent said of an instance: its view, None (not on its host), or
@@ -84,8 +57,8 @@ class InstanceViews:
         lister: HostLister | None,
         hosts: Callable[[], list[str]],
         clock: Clock,
-        refresh_seconds: float = 5.0,
-        idle_seconds: float = 120.0,
+        refresh_seconds: float = VIEW_REFRESH_SECONDS,
+        idle_seconds: float = WATCHER_IDLE_SECONDS,
         cpu_seconds: Callable[[], float] = time.thread_time,
     ) -> None:
         self._agents = agents
@@ -206,7 +179,7 @@ class InstanceViews:
             if running is None:
                 self._refreshing[host] = mine = threading.Event()
         if running is not None:
-            running.wait(timeout=60)
+            running.wait(timeout=REFRESH_WAIT_SECONDS)
             return
         try:
             self.refresh_host(host)
@@ -297,11 +270,10 @@ class InstanceViews:
                     # (passing over a host a listing asked in the last half period)
                     self._refresh_once(host, started - self.refresh_seconds / 2)
                     # Waiting for a host (down, hung, slow to answer) is not work:
-                    # only the CPU this thread spent counts (see the module doc).
+                    # only the CPU this thread spent counts.
                     busy += self._cpu_seconds() - cpu
-                    # Hosts spread over the period: parsing a host's views holds
-                    # the GIL for milliseconds, and back to back they stalled
-                    # every request for a large part of a second.
+                    # Hosts spread over the period, so parsing their views never
+                    # holds the GIL for long at once.
                     now = self._clock.monotonic()
                     if self._stop.wait(max(0.0, started + period * k / len(hosts) - now)):
                         return
@@ -317,7 +289,7 @@ class InstanceViews:
         with self._lock:
             watcher = self._watcher
         if watcher is not None:
-            watcher.join(timeout=10)
+            watcher.join(timeout=CLOSE_SECONDS)
 
 
 class ObservingPort:

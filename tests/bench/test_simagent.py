@@ -20,6 +20,7 @@ from controller.fleet.agents import AgentPool
 from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
 from controller.store.facade import HostRecord, InstanceRecord, Store
+from controller.store.states import ProvisioningState
 from hostagent.contract import wire
 from hostagent.contract.client import AgentClient, AgentError
 from kvmss.base.clock import Clock, FakeClock, SystemClock
@@ -118,15 +119,24 @@ def controller_of(
     )
     holder.append(ctl)
     try:
-        store.put_scale_set("web", {}, None)
+        store.scale_sets.put("web", {}, None)
         hosts = host_names(2)
         for h in hosts:
-            store.add_host(HostRecord(h, f"{url}/{h}", TOKEN, time.time()))
+            store.hosts.add(HostRecord(h, f"{url}/{h}", TOKEN, time.time()))
         recs = [
-            InstanceRecord("web", str(i), f"web-{i}", hosts[i % 2], i % 5, i % 2, "1", "Running")
+            InstanceRecord(
+                "web",
+                str(i),
+                f"web-{i}",
+                hosts[i % 2],
+                i % 5,
+                i % 2,
+                "1",
+                ProvisioningState.RUNNING,
+            )
             for i in range(count)
         ]
-        store.add_instances(recs)
+        store.instances.add_many(recs)
         for r in recs:
             AgentClient(f"{url}/{r.host}", TOKEN).put_instance(r.name, spec("1"))
         yield ctl, recs

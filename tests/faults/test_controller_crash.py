@@ -48,8 +48,8 @@ def database(lab: FaultLab) -> Iterator[Store]:
 def rows_at_crash(lab: FaultLab) -> list[UpgradeInstanceRecord]:
     """The running upgrade's rows as the killed controller left them."""
     with database(lab) as store:
-        (up,) = store.running_upgrades()
-        return store.list_upgrade_instances(up.id)
+        (up,) = store.upgrades.all_running()
+        return store.upgrade_instances.of(up.id)
 
 
 def agent_ops(lab: FaultLab, kind: str) -> dict[str, str]:

@@ -285,7 +285,7 @@ def test_deleting_a_scale_set_that_gains_an_instance_is_409(
             break
         SystemClock().sleep(0.01)
     # the reconcile's instance appears just after the delete listed none
-    monkeypatch.setattr(controller.ctl.store, "list_instances", lambda _name: [])
+    monkeypatch.setattr(controller.ctl.store.instances, "of", lambda _name: [])
     r = api.delete("/v1/scaleSets/racy", headers=CONTROLLER_AUTH)
     assert r.status_code == 409, r.text
     assert problem(r.status_code, r.text) is None

@@ -83,7 +83,7 @@ def test_publish_from_a_file(catalog: Catalog, store: Store, blobs: Path, src: P
     assert rec.path.stat().st_mode & 0o777 == 0o444
     assert rec.kernel_path is None and rec.cmdline is None
     assert _left(blobs) == [f"{sha}.qcow2"]  # no .part left
-    assert store.get_image(PUB, OFFER, SKU, "1.0.0") == rec
+    assert store.images.get(PUB, OFFER, SKU, "1.0.0") == rec
 
 
 def test_publish_from_a_stream_and_manifest(catalog: Catalog, clock: FakeClock, src: Path) -> None:
@@ -149,7 +149,7 @@ def _refused(
     assert ei.value.code == code, ei.value
     assert _left(blobs) == before  # no .part, no blob
     if code != "AlreadyExists":
-        assert store.get_image(PUB, OFFER, SKU, version) is None
+        assert store.images.get(PUB, OFFER, SKU, version) is None
     return ei.value
 
 
@@ -205,7 +205,7 @@ def test_duplicate_version_is_rejected(
     err = _refused(catalog, store, blobs, "AlreadyExists", source=_qcow2(src, "b.qcow2"))
     assert err.status == 409
     assert "kvmss/tiny/busybox/1.0.0" in str(err)
-    assert store.get_image(PUB, OFFER, SKU, "1.0.0") == first
+    assert store.images.get(PUB, OFFER, SKU, "1.0.0") == first
 
 
 def test_duplicate_found_only_at_insert_removes_what_it_placed(
@@ -214,7 +214,7 @@ def test_duplicate_found_only_at_insert_removes_what_it_placed(
     # Another controller published the version between our check and our insert.
     shared = _qcow2(src, "a.qcow2")
     first = catalog.publish(PUB, OFFER, SKU, "1.0.0", shared)
-    monkeypatch.setattr(store, "get_image", lambda *a: None)
+    monkeypatch.setattr(store.images, "get", lambda *a: None)
     _refused(catalog, store, blobs, "AlreadyExists", source=_qcow2(src, "b.qcow2"))
     # A blob that was there before (same bytes as the stored version) stays.
     _refused(catalog, store, blobs, "AlreadyExists", source=shared)

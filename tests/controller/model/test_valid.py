@@ -13,9 +13,9 @@ from controller.model.scaleset import (
     NAME_MAX_LENGTH,
     RESOURCE_TYPE,
     AutomaticPolicy,
-    RollingPolicy,
     parse_scale_set,
 )
+from controller.model.upgradepolicy import RollingPolicy
 from hostagent.contract import wire
 
 SECRET = "SECRET-abc"
@@ -210,8 +210,9 @@ def test_full_body_accessors() -> None:
         max_unhealthy_instance_percent=20,
         max_unhealthy_upgraded_instance_percent=20,
         pause_seconds=0.0,
-        prioritize_unhealthy_instances=False,
         health_timeout_seconds=300.0,
+        prioritize_unhealthy=False,
+        automatic_rollback=True,
     )
     assert model.automatic == AutomaticPolicy(
         enable=True, disable_rollback=False, use_rolling_upgrade_policy=True
@@ -239,7 +240,7 @@ def test_defaults_are_filled() -> None:
     model = parse_scale_set("my-scale-set-with-a-long-name", minimal_body())
     assert model.mode == "Manual"
     assert model.location == "local"
-    assert model.rolling == RollingPolicy(20, 20, 20, 0.0, False, 300.0)
+    assert model.rolling == RollingPolicy(20, 20, 20, 0.0, 300.0, False, True)
     assert model.automatic == AutomaticPolicy(False, False, False)
     assert model.data_disks == []
     assert model.health_probe is None

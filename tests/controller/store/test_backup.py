@@ -30,7 +30,7 @@ def test_database_and_its_wal_are_created_0600_and_a_loose_one_is_tightened(
 ) -> None:
     db = tmp_path / "kvmss.db"
     store = Store.open(f"sqlite:///{db}", clock=FakeClock())
-    store.add_host(HostRecord(name="h1", url="http://10.0.0.1:8090", token=TOKEN, registered_at=1))
+    store.hosts.add(HostRecord(name="h1", url="http://10.0.0.1:8090", token=TOKEN, registered_at=1))
     assert _mode(db) == 0o600
     assert _mode(tmp_path / "kvmss.db-wal") == 0o600
     store.close()
@@ -50,7 +50,7 @@ def test_backup_while_writing_is_one_consistent_committed_state(tmp_path: Path) 
         i = 0
         while not stop.is_set():
             i += 1
-            store.add_host(dataclasses.replace(base, name=f"h{i}"))
+            store.hosts.add(dataclasses.replace(base, name=f"h{i}"))
             written.append(i)
 
     t = threading.Thread(target=writer)

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from controller.fleet import placement
+from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.store.facade import Conflict, ImageRecord, InstanceRecord, Store, instance_name
+from controller.store.states import ProvisioningState, StartedBy
 from controller.upgrade import planner
-from controller.upgrade.orchestrator import Orchestrator, Policy
+from controller.upgrade.orchestrator import Orchestrator
 from hostagent.contract import wire
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
@@ -43,7 +46,7 @@ class World:
     orch: Orchestrator
 
     def names(self) -> list[str]:
-        return [i.name for i in self.store.list_instances(SET)]
+        return [i.name for i in self.store.instances.of(SET)]
 
     def versions(self) -> list[str]:
         return [self.agents.instances[n].version for n in self.names()]
@@ -61,33 +64,41 @@ def world(tmp_path: Path) -> Iterator[World]:
     store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
     agents = AgentDouble(clock)
     w = World(tmp_path / "c.db", store, clock, agents, Orchestrator(store, agents, spec_of, clock))
-    store.put_scale_set(SET, {"sku": {"capacity": 0}}, None)
+    store.scale_sets.put(SET, {"sku": {"capacity": 0}}, None)
     for v in ("1", "2", "3"):
-        store.add_image(image(v))
+        store.images.add(image(v))
     yield w
     w.store.close()
 
 
 def populate(w: World, n: int, version: str = "1") -> None:
     ids = [str(i) for i in range(n)]
-    uds = planner.assign_update_domains(ids)
     for iid in ids:
         name = instance_name(SET, iid)
-        w.store.add_instance(
+        w.store.instances.add(
             InstanceRecord(
-                SET, iid, name, f"host{int(iid) % 2}", uds[iid], int(iid) % 2, version, "Running"
+                SET,
+                iid,
+                name,
+                f"host{int(iid) % 2}",
+                placement.update_domain(iid),
+                int(iid) % 2,
+                version,
+                ProvisioningState.RUNNING,
             )
         )
         w.agents.add(name, version)
 
 
-def run(w: World, policy: Policy | None = None, version: str = "2", by: str = "Platform") -> str:
+def run(
+    w: World, policy: Policy | None = None, version: str = "2", by: StartedBy = StartedBy.PLATFORM
+) -> str:
     up = w.orch.start(SET, image(version), policy or Policy(), by)
     return w.orch.run(up.id, poll_seconds=5).id
 
 
 def states(w: World, upgrade_id: str) -> dict[str, str]:
-    return {u.instance_id: u.state for u in w.store.list_upgrade_instances(upgrade_id)}
+    return {u.instance_id: u.state for u in w.store.upgrade_instances.of(upgrade_id)}
 
 
 @pytest.mark.parametrize(("n", "batches"), [(1, 1), (5, 5), (6, 6), (10, 5), (11, 6), (100, 5)])
@@ -96,7 +107,7 @@ def test_every_instance_upgraded_in_batches_never_more_than_b_out(
 ) -> None:
     populate(world, n)
     up_id = run(world)
-    up = world.store.get_upgrade(up_id)
+    up = world.store.upgrades.get(up_id)
     assert up is not None
     assert up.status == "Completed", up.error_message
     b = planner.batch_size(n, 20)
@@ -115,7 +126,7 @@ def test_instances_already_on_target_are_skipped(world: World) -> None:
     world.agents.instances[instance_name(SET, "3")].version = "2"
     up_id = run(world)
     assert instance_name(SET, "3") not in world.agents.reimages
-    up = world.store.get_upgrade(up_id)
+    up = world.store.upgrades.get(up_id)
     assert up is not None and up.status == "Completed"
     assert "3" not in [i for b in up.batches for i in b]
 
@@ -129,7 +140,7 @@ def test_precheck_exactly_at_threshold_proceeds(world: World) -> None:
     populate(world, 10)
     unhealthy_set(world, {"8", "9"})  # 2 of 10 = 20%: allowed
     up = world.orch.start(
-        SET, image("2"), Policy(max_unhealthy_upgraded_instance_percent=100), "Platform"
+        SET, image("2"), Policy(max_unhealthy_upgraded_instance_percent=100), StartedBy.PLATFORM
     )
     world.orch.step(up.id)
     assert world.agents.ops, "the first batch must have started"
@@ -141,7 +152,7 @@ def test_precheck_just_above_threshold_faults_before_first_batch_touching_nothin
     populate(world, 10)
     unhealthy_set(world, {"7", "8", "9"})  # 30% > 20%
     up_id = run(world)
-    up = world.store.get_upgrade(up_id)
+    up = world.store.upgrades.get(up_id)
     assert up is not None
     assert up.status == "Faulted"
     assert up.error_code == "MaxUnhealthyInstancePercentExceeded"
@@ -152,9 +163,9 @@ def test_precheck_just_above_threshold_faults_before_first_batch_touching_nothin
 
 def test_precheck_before_a_later_batch_stops_the_upgrade(world: World) -> None:
     populate(world, 10)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     # run until batch 0 is done, then three instances of later batches go bad
-    while world.store.get_upgrade(up.id).current_batch == 0:  # type: ignore[union-attr]
+    while world.store.upgrades.get(up.id).current_batch == 0:  # type: ignore[union-attr]
         world.orch.step(up.id)
         world.clock.advance(5)
     later = {i for b in up.batches[1:] for i in b}
@@ -172,9 +183,11 @@ def test_unhealthy_after_timeout_is_rolled_back_and_upgrade_stops_after_the_batc
 ) -> None:
     populate(world, 10)
     world.agents.health = lambda _n, v, _a: v != "3"  # version 3 never turns healthy
-    world.store.add_image(image("3")) if world.store.get_image("p", "o", "s", "3") is None else None
+    world.store.images.add(image("3")) if world.store.images.get(
+        "p", "o", "s", "3"
+    ) is None else None
     up_id = run(world, version="3")
-    up = world.store.get_upgrade(up_id)
+    up = world.store.upgrades.get(up_id)
     assert up is not None
     assert up.status == "Faulted"
     assert up.error_code == "MaxUnhealthyUpgradedInstancePercentExceeded"
@@ -184,12 +197,12 @@ def test_unhealthy_after_timeout_is_rolled_back_and_upgrade_stops_after_the_batc
     }
     assert up.failed_count == len(first) and up.rolled_back_ok == len(first)
     assert world.versions() == ["1"] * 10  # rolled back: everyone on the old version
-    log = world.store.decisions(up_id)
+    log = world.store.decisions.of(up_id)
     timeouts = [d for d in log if d.event == "RollingBack"]
     assert len(timeouts) == len(first)
     assert all("not healthy within 300s (probe failing)" in d.message for d in timeouts)
     # the timeout is the policy's: rollback started no earlier than 300 s after the reimage
-    rows = {u.instance_id: u for u in world.store.list_upgrade_instances(up_id)}
+    rows = {u.instance_id: u for u in world.store.upgrade_instances.of(up_id)}
     for i in first:
         deadline, started = rows[i].deadline, rows[i].started_at
         assert deadline is not None and started is not None
@@ -201,7 +214,7 @@ def test_upgraded_failure_exactly_at_threshold_continues(world: World) -> None:
     bad = instance_name(SET, "0")
     world.agents.health = lambda n, v, _a: not (n == bad and v == "2")
     up_id = run(world, Policy(max_unhealthy_upgraded_instance_percent=50))
-    up = world.store.get_upgrade(up_id)
+    up = world.store.upgrades.get(up_id)
     assert up is not None
     # batch 0 = [0, 5]: 1 of 2 failed = 50%, allowed; later failures none
     assert up.status == "Completed", up.error_message
@@ -212,8 +225,8 @@ def test_upgraded_failure_exactly_at_threshold_continues(world: World) -> None:
 def test_started_by_hand_does_not_roll_back(world: World) -> None:
     populate(world, 3)
     world.agents.health = lambda _n, v, _a: v != "2"
-    up_id = run(world, Policy(automatic_rollback=False), by="User")
-    up = world.store.get_upgrade(up_id)
+    up_id = run(world, Policy(automatic_rollback=False), by=StartedBy.USER)
+    up = world.store.upgrades.get(up_id)
     assert up is not None and up.status == "Faulted"
     assert world.agents.rollbacks == {}
     assert states(world, up_id)["0"] == "Failed"
@@ -231,9 +244,9 @@ def test_failed_reimage_that_changed_nothing_counts_failed_without_rollback(worl
 
 def test_cancel_mid_batch_lets_in_flight_finish_and_starts_nothing_new(world: World) -> None:
     populate(world, 10)
-    up = world.orch.start(SET, image("2"), Policy(), "User")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.USER)
     world.orch.step(up.id)  # batch 0 in flight
-    assert world.store.request_cancel(SET)
+    assert world.store.upgrades.request_cancel(SET)
     done = world.orch.run(up.id, poll_seconds=5)
     assert done.status == "Cancelled"
     st = states(world, up.id)
@@ -244,20 +257,20 @@ def test_cancel_mid_batch_lets_in_flight_finish_and_starts_nothing_new(world: Wo
 
 def test_one_upgrade_at_a_time(world: World) -> None:
     populate(world, 2)
-    world.orch.start(SET, image("2"), Policy(), "Platform")
+    world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     with pytest.raises(Conflict):
-        world.orch.start(SET, image("3"), Policy(), "Platform")
+        world.orch.start(SET, image("3"), Policy(), StartedBy.PLATFORM)
 
 
 def test_version_published_mid_upgrade_is_picked_up_by_the_next(world: World) -> None:
     populate(world, 4)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     world.orch.step(up.id)
     # version 3 appears while the upgrade to 2 runs: this upgrade stays on 2
     done = world.orch.run(up.id, poll_seconds=5)
     assert done.status == "Completed" and done.target.version == "2"
     assert world.versions() == ["2"] * 4
-    nxt = world.orch.run(world.orch.start(SET, image("3"), Policy(), "Platform").id)
+    nxt = world.orch.run(world.orch.start(SET, image("3"), Policy(), StartedBy.PLATFORM).id)
     assert nxt.status == "Completed" and world.versions() == ["3"] * 4
 
 
@@ -266,7 +279,7 @@ def test_controller_restarted_mid_batch_resumes_without_reimaging_twice(
     world: World, steps: int
 ) -> None:
     populate(world, 6)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     for _ in range(steps):
         world.orch.step(up.id)
         world.clock.advance(5)
@@ -280,7 +293,7 @@ def test_controller_restarted_mid_batch_resumes_without_reimaging_twice(
 def test_pause_between_batches(world: World) -> None:
     populate(world, 3)
     up_id = run(world, Policy(pause_seconds=600))
-    rows = sorted(world.store.list_upgrade_instances(up_id), key=lambda u: u.batch)
+    rows = sorted(world.store.upgrade_instances.of(up_id), key=lambda u: u.batch)
     for prev, nxt in itertools.pairwise(rows):
         assert nxt.started_at is not None and prev.finished_at is not None
         assert nxt.started_at >= prev.finished_at + 600
@@ -290,14 +303,14 @@ def test_prioritize_unhealthy_takes_unhealthy_first(world: World) -> None:
     populate(world, 10)
     bad = instance_name(SET, "7")
     world.agents.health = lambda n, v, _a: n != bad or v == "2"
-    up = world.orch.start(SET, image("2"), Policy(prioritize_unhealthy=True), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(prioritize_unhealthy=True), StartedBy.PLATFORM)
     assert up.batches[0] == ["7"]
     assert world.orch.run(up.id, poll_seconds=5).status == "Completed"
 
 
 def test_unreachable_agent_during_health_wait_fails_after_timeout(world: World) -> None:
     populate(world, 1)
-    up = world.orch.start(SET, image("2"), Policy(), "Platform")
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
     world.orch.step(up.id)
     world.clock.advance(15)
     world.orch.step(up.id)  # reimage done, now waiting for health
@@ -305,7 +318,7 @@ def test_unreachable_agent_during_health_wait_fails_after_timeout(world: World) 
     for _ in range(100):
         world.orch.step(up.id)
         world.clock.advance(5)
-    row = world.store.list_upgrade_instances(up.id)[0]
+    row = world.store.upgrade_instances.of(up.id)[0]
     assert row.state == "RollingBack"  # decided; the rollback waits for the host
     world.agents.unreachable_hosts.clear()
     done = world.orch.run(up.id, poll_seconds=5)

@@ -10,7 +10,6 @@ import pytest
 
 from controller.upgrade.planner import (
     PlanInstance,
-    assign_update_domains,
     batch_size,
     instance_number,
     plan_batches,
@@ -405,40 +404,6 @@ def test_upgraded_breach_rejects_bad_input(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         upgraded_breach(failed, upgraded, percent)
-
-
-# --- update domains -----------------------------------------------------------------------
-
-
-def test_assign_update_domains_round_robin_by_id() -> None:
-    ids = [str(i) for i in range(12)]
-    assert assign_update_domains(ids) == {str(i): i % 5 for i in range(12)}
-    assert assign_update_domains(ids, 3) == {str(i): i % 3 for i in range(12)}
-    assert assign_update_domains(ids, 1) == {str(i): 0 for i in range(12)}
-
-
-def test_assign_update_domains_is_by_value_and_stable_under_scaling() -> None:
-    # after scale-in of 1..4, instance 5 keeps UD 0 and 7 keeps UD 2
-    assert assign_update_domains(["7", "0", "5", "12"]) == {"0": 0, "5": 0, "7": 2, "12": 2}
-    # result keyed in numeric order, not string order ("10" < "9" as strings)
-    assert list(assign_update_domains(["10", "9", "100", "0"])) == ["0", "9", "10", "100"]
-    assert assign_update_domains([]) == {}
-
-
-@pytest.mark.parametrize(
-    ("ids", "count", "message"),
-    [
-        (["0"], 0, "platformUpdateDomainCount: must be a positive integer"),
-        (["0"], -1, "platformUpdateDomainCount"),
-        (["0", "x"], 5, r"instanceIds\[1\]: must be a decimal instance id"),
-        (["0", "00"], 5, r"instanceIds\[1\]"),
-        (["3", "3"], 5, r"instanceIds\[1\]: '3' appears more than once"),
-        (["1" * 19], 5, r"instanceIds\[0\]: .*1-18 digits"),
-    ],
-)
-def test_assign_update_domains_rejects_bad_input(ids: list[str], count: int, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        assign_update_domains(ids, count)
 
 
 def test_instance_number() -> None:

@@ -3,7 +3,6 @@ collector nothing, and the watcher-fed cache that listings read."""
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections import Counter
@@ -11,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from controller.views.compact import VIEW_FIELDS, listed, pack, unpack
 from controller.views.instances import InstanceViews, ObservingPort
 from hostagent.contract import wire
 from hostagent.contract.client import AgentError, AgentUnreachable
@@ -58,29 +56,6 @@ def full_view() -> wire.InstanceView:
         applicationHealth="Unhealthy",
         operation="op-1",
     )
-
-
-def test_a_packed_view_unpacks_to_the_same_view_and_covers_every_field() -> None:
-    v = full_view()
-    assert unpack(pack(v)) == v
-    assert unpack(pack(v)).model_dump() == v.model_dump()
-    assert set(VIEW_FIELDS) == set(wire.InstanceView.model_fields), "pack() misses a new field"
-    assert listed(pack(v)) == (
-        "1",
-        "running",
-        "Unhealthy",
-        ("probe",),
-        "10.0.0.2",
-        (("app", "Failed", 3),),
-    )
-
-
-def test_packed_views_are_left_out_of_garbage_collections() -> None:
-    packed = {f"web-{i}": (1.0, pack(full_view())) for i in range(3)}
-    for _ in range(4):
-        gc.collect()
-    assert not any(gc.is_tracked(p) for p in packed.values())
-    assert gc.is_tracked(full_view())  # what it replaces is tracked
 
 
 class Agents:

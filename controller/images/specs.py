@@ -6,22 +6,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from controller.images.catalog import CatalogError
+from controller.base.settings import Settings
+from controller.images.catalog import LATEST, Catalog
 from controller.model.scaleset import ScaleSetModel
-from controller.service.base import ControllerBase, ControllerError
 from controller.store.facade import ImageRecord
 from hostagent.contract import wire
 
 
-class ImageSpecs(ControllerBase):
+class ImageSpecs:
     """Images resolved from references, and the specs agents download them by."""
 
+    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+        self._catalog = catalog
+        self._settings = settings
+
     def blob_signature(self, sha256: str) -> str:
-        return hmac.new(self.settings.blob_secret, sha256.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._settings.blob_secret, sha256.encode(), hashlib.sha256).hexdigest()
 
     def image_spec(self, rec: ImageRecord) -> wire.ImageSpec:
         base = (
-            f"{self.settings.public_url.rstrip('/')}/v1/images/"
+            f"{self._settings.public_url.rstrip('/')}/v1/images/"
             f"{rec.publisher}/{rec.offer}/{rec.sku}/{rec.version}"
         )
 
@@ -41,16 +45,11 @@ class ImageSpecs(ControllerBase):
             cmdline=rec.cmdline,
         )
 
-    def resolve(self, ref: wire.ImageReference) -> ImageRecord:
-        try:
-            return self.catalog.resolve(ref.publisher, ref.offer, ref.sku, ref.version)
-        except CatalogError as e:
-            raise ControllerError(e.status, e.code, e.message) from None
+    def resolve(self, ref: wire.ImageReference, version: str | None = None) -> ImageRecord:
+        """The published record of ``ref`` (of its sku's ``version`` when
+        given); a :class:`~controller.images.catalog.CatalogError` if none."""
+        v = ref.version if version is None else version
+        return self._catalog.resolve(ref.publisher, ref.offer, ref.sku, v)
 
     def latest_image(self, model: ScaleSetModel) -> ImageRecord:
-        ref = model.image_reference
-        return self.resolve(
-            wire.ImageReference(
-                publisher=ref.publisher, offer=ref.offer, sku=ref.sku, version="latest"
-            )
-        )
+        return self.resolve(model.image_reference, LATEST)

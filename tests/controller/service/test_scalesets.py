@@ -1,11 +1,9 @@
-"""What the controller does differently because many clients use it at once
+"""The scale set models as the API writes them, used by many clients at once
 (found with bench/load.py): merge patches applied atomically, no reconcile
-for changes that leave the capacity alone, and a second upgrade refused
-before any agent is asked."""
+for changes that leave the capacity alone, a shown model never an older one."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from controller.store.facade import ScaleSetRecord
@@ -14,7 +12,7 @@ from tests.controller.api.test_app import AUTH, Env, body, env
 __all__ = ["env"]  # the fixture, used by name
 
 
-def _scale_set(env: Env, capacity: int = 3) -> None:
+def scale_set(env: Env, capacity: int = 3) -> None:
     env.publish("1")
     r = env.api.post(
         "/v1/hosts", json={"name": "h1", "url": "http://a/h1", "token": "t" * 20}, headers=AUTH
@@ -30,9 +28,9 @@ def _tags(env: Env) -> dict[str, str]:
 
 
 def test_a_patch_racing_another_keeps_both_changes(env: Env) -> None:
-    _scale_set(env)
-    store = env.ctl.store
-    read = store.get_scale_set
+    scale_set(env)
+    store = env.ctl.store.scale_sets
+    read = store.get
     raced: list[bool] = []
 
     def read_then_race(name: str) -> ScaleSetRecord | None:
@@ -42,11 +40,11 @@ def test_a_patch_racing_another_keeps_both_changes(env: Env) -> None:
             env.ctl.patch("web", {"tags": {"theirs": "b"}})
         return rec
 
-    store.get_scale_set = read_then_race  # type: ignore[method-assign]
+    store.get = read_then_race  # type: ignore[method-assign]
     try:
         r = env.api.patch("/v1/scaleSets/web", json={"tags": {"ours": "a"}}, headers=AUTH)
     finally:
-        store.get_scale_set = read  # type: ignore[method-assign]
+        store.get = read  # type: ignore[method-assign]
     assert r.status_code == 200, r.text
     assert raced
     assert _tags(env) == {"ours": "a", "theirs": "b"}
@@ -54,15 +52,15 @@ def test_a_patch_racing_another_keeps_both_changes(env: Env) -> None:
 
 
 def test_a_tag_does_not_reconcile_a_capacity_change_does(env: Env) -> None:
-    _scale_set(env)
+    scale_set(env)
     reconciled: list[str] = []
-    later = env.ctl._reconcile_later
+    later = env.ctl.reconciler.reconcile_later
 
     def counted(name: str) -> None:
         reconciled.append(name)
         later(name)
 
-    env.ctl._reconcile_later = counted  # type: ignore[method-assign]
+    env.ctl.reconciler.reconcile_later = counted  # type: ignore[method-assign]
     assert env.api.patch("/v1/scaleSets/web", json={"tags": {"a": "b"}}, headers=AUTH).is_success
     assert reconciled == []
     capacity: dict[str, Any] = {"sku": {"capacity": 4}}
@@ -74,42 +72,15 @@ def test_a_tag_does_not_reconcile_a_capacity_change_does(env: Env) -> None:
 
 
 def test_a_scale_set_short_of_its_capacity_is_reconciled_by_any_put(env: Env) -> None:
-    _scale_set(env, capacity=2)
-    env.ctl.store.delete_instance("web", "1")  # e.g. a reconcile that never finished
+    scale_set(env, capacity=2)
+    env.ctl.store.instances.delete("web", "1")  # e.g. a reconcile that never finished
     assert env.api.patch("/v1/scaleSets/web", json={"tags": {"a": "b"}}, headers=AUTH).is_success
     env.ctl.wait_idle()
-    assert len(env.ctl.store.list_instances("web")) == 2
-
-
-def test_a_second_upgrade_is_refused_before_any_agent_is_asked(env: Env) -> None:
-    _scale_set(env)
-    env.publish("2")  # no automatic upgrades in this model: nothing starts by itself
-    env.agents.op_seconds = 3600  # the first upgrade stays in its first batch
-    r = env.api.post("/v1/scaleSets/web/osRollingUpgrade", headers=AUTH)
-    assert r.status_code == 202, r.text
-    up = r.json()["upgradeId"]
-    deadline = time.monotonic() + 30
-    while not any(u.state == "Reimaging" for u in env.ctl.store.list_upgrade_instances(up)):
-        assert time.monotonic() < deadline, "the first upgrade never took an instance"
-        time.sleep(0.02)
-    # from now on the upgrade only polls its operations
-    asked: list[str] = []
-    instance = env.agents.instance
-
-    def counted(host: str, name: str) -> Any:
-        asked.append(name)
-        return instance(host, name)
-
-    env.agents.instance = counted  # type: ignore[method-assign]
-    r = env.api.post("/v1/scaleSets/web/osRollingUpgrade", headers=AUTH)
-    assert r.status_code == 409
-    assert r.json()["error"]["code"] == "OperationNotAllowed"
-    assert asked == []
-    assert env.api.post("/v1/scaleSets/web/rollingUpgrades/cancel", headers=AUTH).status_code == 202
+    assert len(env.ctl.store.instances.of("web")) == 2
 
 
 def test_a_shown_model_is_never_an_older_one(env: Env) -> None:
-    _scale_set(env, capacity=0)
+    scale_set(env, capacity=0)
     assert _tags(env) == {}  # generation 1, shown once
     # deleted and made again under the same name: generation 1 again
     assert env.api.delete("/v1/scaleSets/web", headers=AUTH).status_code == 204

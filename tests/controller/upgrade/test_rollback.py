@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from controller.images.catalog import Catalog
+from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.service.controller import Controller, Settings
 from controller.store.facade import ImageRecord, InstanceRecord, Store, UpgradeRecord, instance_name
-from controller.upgrade.orchestrator import Orchestrator, Policy
-from controller.upgrade.steps import NEEDS_ATTENTION
+from controller.store.states import ProvisioningState, StartedBy
+from controller.upgrade.orchestrator import Orchestrator
 from hostagent.contract import wire
 from hostagent.contract.client import AgentError
 from kvmss.base.clock import FakeClock
@@ -61,17 +62,17 @@ class World:
 
     def row(self) -> tuple[str, float | None, str]:
         assert self.up is not None
-        u = self.store.list_upgrade_instances(self.up)[0]
+        u = self.store.upgrade_instances.of(self.up)[0]
         return u.state, u.finished_at, u.reason or ""
 
     def upgrade(self) -> UpgradeRecord:
         assert self.up is not None
-        up = self.store.get_upgrade(self.up)
+        up = self.store.upgrades.get(self.up)
         assert up is not None
         return up
 
     def instance(self) -> InstanceRecord:
-        inst = self.store.get_instance(SET, "0")
+        inst = self.store.instances.get(SET, "0")
         assert inst is not None
         return inst
 
@@ -99,17 +100,17 @@ def w(tmp_path: Path) -> Iterator[World]:
     clock = FakeClock()
     store = Store.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
     agents = LosingDouble(clock)
-    store.put_scale_set(SET, {"sku": {"capacity": 1}}, None)
+    store.scale_sets.put(SET, {"sku": {"capacity": 1}}, None)
     for v in ("1", "2", "3"):
-        store.add_image(image(v))
-    store.add_instance(InstanceRecord(SET, "0", NAME, HOST, 0, 0, "1", "Running"))
+        store.images.add(image(v))
+    store.instances.add(InstanceRecord(SET, "0", NAME, HOST, 0, 0, "1", ProvisioningState.RUNNING))
     agents.add(NAME, "1")
     yield World(store, clock, agents, Orchestrator(store, agents, spec_of, clock))
     store.close()
 
 
 def start(w: World, version: str = "2") -> None:
-    w.up = w.orch.start(SET, image(version), POLICY, "Platform").id
+    w.up = w.orch.start(SET, image(version), POLICY, StartedBy.PLATFORM).id
 
 
 def assert_given_up(w: World) -> None:
@@ -121,7 +122,7 @@ def assert_given_up(w: World) -> None:
     assert up.status == "Faulted"
     assert up.error_code == "MaxUnhealthyUpgradedInstancePercentExceeded"
     assert up.rolled_back_failed == 1 and up.rollback_error is not None
-    assert w.instance().state == NEEDS_ATTENTION
+    assert w.instance().state == ProvisioningState.NEEDS_ATTENTION
 
 
 def assert_settled(w: World) -> None:
@@ -253,8 +254,8 @@ def test_new_upgrade_takes_over_an_instance_whose_host_is_still_gone(w: World) -
     w.steps(2 * int(TIMEOUT / 5) + 4)
     assert_given_up(w)
     first = w.up or ""
-    w.up = w.orch.start(SET, image("3"), POLICY, "Platform").id
-    old = w.store.list_upgrade_instances(first)[0]
+    w.up = w.orch.start(SET, image("3"), POLICY, StartedBy.PLATFORM).id
+    old = w.store.upgrade_instances.of(first)[0]
     assert old.state == "RollbackFailed" and old.finished_at is not None
     assert "superseded by upgrade " + w.up in (old.reason or "")
     assert w.orch.settle(first)  # nothing left for the first upgrade's run to do

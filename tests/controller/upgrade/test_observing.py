@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from controller.model.upgradepolicy import RollingPolicy as Policy
 from controller.store.facade import Store, instance_name
-from controller.upgrade.orchestrator import Orchestrator, Policy
-from controller.upgrade.steps import MAX_POLL_INTERVAL
+from controller.store.states import StartedBy
+from controller.upgrade.observing import MAX_POLL_INTERVAL
+from controller.upgrade.orchestrator import Orchestrator
 from hostagent.contract import wire
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
@@ -71,16 +73,16 @@ def world(tmp_path: Path) -> Iterator[tuple[World, Counting, Snapshots]]:
     counting, snapshots = Counting(agents, clock), Snapshots()
     orch = Orchestrator(store, counting, spec_of, clock, snapshots)
     w = World(tmp_path / "c.db", store, clock, agents, orch)
-    store.put_scale_set(SET, {"sku": {"capacity": 0}}, None)
+    store.scale_sets.put(SET, {"sku": {"capacity": 0}}, None)
     for v in ("1", "2"):
-        store.add_image(image(v))
+        store.images.add(image(v))
     yield w, counting, snapshots
     w.store.close()
 
 
 def decided(w: World, upgrade_id: str, event: str) -> float:
     """When the upgrade's decision log first says ``event`` (a row's new state)."""
-    return next(d.time for d in w.store.decisions(upgrade_id) if d.event == event)
+    return next(d.time for d in w.store.decisions.of(upgrade_id) if d.event == event)
 
 
 def most_asks(waited: float) -> float:
@@ -96,7 +98,7 @@ def test_a_waiting_instance_is_asked_less_often_the_longer_it_waits(
     w, counting, _ = world
     w.agents.health = lambda _n, version, age: version == "1" or age >= healthy_after
     populate(w, 1)
-    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), "Platform")
+    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), StartedBy.PLATFORM)
     w.orch.run(up.id, poll_seconds=1)
     assert states(w, up.id) == {"0": "Succeeded"}
     began, ended = decided(w, up.id, "WaitingHealth"), decided(w, up.id, "Succeeded")
@@ -117,7 +119,7 @@ def test_a_long_reimage_is_polled_less_often_the_longer_it_takes(
     w, counting, _ = world
     w.agents.op_seconds = 200  # e.g. a big image downloading
     populate(w, 1)
-    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), "Platform")
+    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), StartedBy.PLATFORM)
     w.orch.run(up.id, poll_seconds=1)
     assert states(w, up.id) == {"0": "Succeeded"}
     began, reimaged = decided(w, up.id, "Reimaging"), decided(w, up.id, "WaitingHealth")
@@ -133,9 +135,9 @@ def test_an_instance_that_never_turns_healthy_is_asked_again_at_its_deadline(
     w, counting, _ = world
     w.agents.health = lambda _n, version, _age: version == "1"
     populate(w, 1)
-    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), "Platform")
+    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), StartedBy.PLATFORM)
     w.orch.run(up.id, poll_seconds=1)
-    (row,) = w.store.list_upgrade_instances(up.id)
+    (row,) = w.store.upgrade_instances.of(up.id)
     assert row.state == "RolledBack", row
     began, failed = decided(w, up.id, "WaitingHealth"), decided(w, up.id, "RollingBack")
     assert 300 <= failed - began <= 301, failed - began  # at the deadline, not later
@@ -169,7 +171,7 @@ def test_a_fresh_snapshot_commits_without_asking_and_the_gate_reads_healthy_snap
 ) -> None:
     w, counting, snapshots = world
     names = five_with_snapshots(w, snapshots)
-    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), "Platform")
+    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), StartedBy.PLATFORM)
     # the snapshot of instance 0 is refreshed to its new version once it is reimaged
     w.orch.step(up.id)
     w.clock.advance(3)
@@ -202,9 +204,9 @@ def test_the_gate_asks_again_where_a_snapshot_says_unhealthy(
     w, counting, snapshots = world
     names = five_with_snapshots(w, snapshots)
     unhealthy(snapshots, names)
-    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), "Platform")
+    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), StartedBy.PLATFORM)
     w.orch.step(up.id)
-    assert states(w, up.id)["0"] != "Pending", w.store.get_upgrade(up.id)
+    assert states(w, up.id)["0"] != "Pending", w.store.upgrades.get(up.id)
     assert set(names) <= set(counting.who)  # each instance the snapshot doubted was asked
 
 
@@ -216,7 +218,7 @@ def test_the_gate_stops_an_upgrade_when_agents_confirm_the_unhealthy_snapshot(
     unhealthy(snapshots, names[1:4])
     sick = {names[1], names[2], names[3]}
     w.agents.health = lambda name, _version, _age: name not in sick
-    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), "Platform")
+    up = w.orch.start(SET, image("2"), Policy(max_batch_instance_percent=20), StartedBy.PLATFORM)
     done = w.orch.run(up.id, poll_seconds=1)
     assert done.status == "Faulted", done
     assert done.error_code == "MaxUnhealthyInstancePercentExceeded", done
@@ -232,7 +234,7 @@ def test_a_step_that_changes_nothing_writes_nothing(
     w, counting, _ = world
     w.agents.health = lambda _n, version, age: version == "1" or age >= 100
     populate(w, 1)
-    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), "Platform")
+    up = w.orch.start(SET, image("2"), Policy(health_timeout_seconds=300), StartedBy.PLATFORM)
     for _ in range(60):
         if states(w, up.id)["0"] == "WaitingHealth":
             break
