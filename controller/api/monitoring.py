@@ -39,21 +39,19 @@ def router(ctl: Controller) -> APIRouter:
 
 
 def _metrics(ctl: Controller) -> str:
-    sets = ctl.store.list_scale_sets()
+    gauges = ctl.gauges()
     lines = [
         "# HELP kvmss_scale_sets Scale sets defined.",
         "# TYPE kvmss_scale_sets gauge",
-        f"kvmss_scale_sets {len(sets)}",
+        f"kvmss_scale_sets {len(gauges.instances)}",
         "# HELP kvmss_instances Instances by scale set.",
         "# TYPE kvmss_instances gauge",
     ]
-    for s in sets:
-        lines.append(
-            f'kvmss_instances{{scale_set="{s.name}"}} {len(ctl.store.list_instances(s.name))}'
-        )
+    for name, count in gauges.instances.items():
+        lines.append(f'kvmss_instances{{scale_set="{name}"}} {count}')
     lines += [
         "# HELP kvmss_rolling_upgrades_running Rolling upgrades in progress.",
         "# TYPE kvmss_rolling_upgrades_running gauge",
-        f"kvmss_rolling_upgrades_running {len(ctl.store.running_upgrades())}",
+        f"kvmss_rolling_upgrades_running {gauges.rolling_upgrades}",
     ]
     return "\n".join(lines) + "\n"

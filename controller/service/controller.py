@@ -9,6 +9,7 @@ Every public method either returns what the API shows or raises
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Unpack
 
@@ -35,11 +36,19 @@ from hostagent.contract import wire
 from hostagent.contract.client import AgentClient
 from kvmss.base.clock import Clock
 
-__all__ = ["Controller", "ControllerError", "Settings"]
+__all__ = ["Controller", "ControllerError", "Gauges", "Settings"]
 
 # How long close() and wait_idle() wait for each background thread.
 CLOSE_SECONDS: Final = 30.0
 IDLE_SECONDS: Final = 60.0
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """What /metrics shows: instances by scale set, rolling upgrades running."""
+
+    instances: dict[str, int]
+    rolling_upgrades: int
 
 
 def _probe(url: str, token: str) -> wire.HostView:
@@ -191,3 +200,8 @@ class Controller:
 
     def history(self, name: str) -> dict[str, Any]:
         return self.reports.history(name)
+
+    def gauges(self) -> Gauges:
+        store = self.store
+        counts = {s.name: len(store.instances.of(s.name)) for s in store.scale_sets.all()}
+        return Gauges(instances=counts, rolling_upgrades=len(store.upgrades.all_running()))

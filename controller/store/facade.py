@@ -94,17 +94,6 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
 
-    # What controller.api reads directly (its metrics): kept as they were.
-
-    def list_scale_sets(self) -> list[ScaleSetRecord]:
-        return self.scale_sets.all()
-
-    def list_instances(self, scale_set: str) -> list[InstanceRecord]:
-        return self.instances.of(scale_set)
-
-    def running_upgrades(self) -> list[UpgradeRecord]:
-        return self.upgrades.all_running()
-
     @classmethod
     def open(cls, url: str, *, clock: Clock | None = None) -> Store:
         """Open (and create if needed) the store at ``url``: ``sqlite:///path``

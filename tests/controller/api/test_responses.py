@@ -232,6 +232,11 @@ def test_upgrades_answer_as_documented(env: Env) -> None:
     history = "/v1/scaleSets/{name}/osUpgradeHistory"
     done = c.call("GET", history, f"{SET}/osUpgradeHistory").json()["value"]
     assert done[0]["properties"]["runningStatus"]["code"] == "Completed"
+    # A finished upgrade's status conforms too: lastAction is what was asked last.
+    ended = c.call("GET", latest, f"{SET}/rollingUpgrades/latest").json()["properties"][
+        "runningStatus"
+    ]
+    assert (ended["code"], ended["lastAction"]) == ("Completed", "Start")
     # An upgrade that stays running: its reimages never finish during the test.
     env.agents.op_seconds = 3600
     start = "/v1/scaleSets/{name}/osRollingUpgrade"
@@ -243,7 +248,10 @@ def test_upgrades_answer_as_documented(env: Env) -> None:
     assert busy.status_code == 409
     cancel = "/v1/scaleSets/{name}/rollingUpgrades/cancel"
     assert c.call("POST", cancel, f"{SET}/rollingUpgrades/cancel").status_code == 202
-    c.call("GET", latest, f"{SET}/rollingUpgrades/latest")
+    cancelled = c.call("GET", latest, f"{SET}/rollingUpgrades/latest").json()["properties"][
+        "runningStatus"
+    ]
+    assert cancelled["lastAction"] == "Cancel"
     both = c.call("GET", history, f"{SET}/osUpgradeHistory").json()["value"]
     assert [h["properties"]["runningStatus"]["endTime"] is None for h in both] == [True, False]
     for method, template in (("GET", latest), ("GET", history), ("POST", start), ("POST", cancel)):
