@@ -23,7 +23,7 @@ from kvmss.cli.state import DEFAULT_URL, MIN_SCRUB, OUTPUT_FORMATS, CliState, ch
 from kvmss.cli.vmsscmd import vmss
 from kvmss.client.api import ApiError, ControllerUnreachable
 from kvmss.client.progress import WatchError
-from kvmss.hostjoin.ssh import HostStepError
+from kvmss.hostjoin.steps import HostStepError
 
 
 class _Main(click.Group):

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -28,9 +28,8 @@ from click.testing import CliRunner, Result
 
 from bench.served import free_port
 from controller.daemon.server import ControllerConfig, build
-from kvmss.base.clock import FakeClock
 from kvmss.cli.main import main
-from kvmss.hostjoin.join import HostLayout, JoinError, wait_for_agent
+from kvmss.hostjoin.layout import HostLayout
 from kvmss.hostjoin.session import fingerprint
 from kvmss.hostjoin.unitfile import retarget
 from tests.agentproc import REPO
@@ -313,25 +312,3 @@ def test_install_script_from_a_source_tree_again(env: Env) -> None:
         [str(prefix / "venv" / "bin" / "kvmss"), "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "version" in out.stdout
-
-
-# --- waiting for the agent ----------------------------------------------------------
-
-
-def test_wait_names_the_url_and_what_failed() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with pytest.raises(JoinError) as e:
-        wait_for_agent(url, "t" * 40, "h", FakeClock(), timeout=3)
-    assert f"GET {url}/v1/host" in str(e.value) and "connection refused" in str(e.value)
-    with pytest.raises(JoinError) as e:
-        wait_for_agent(url, "t" * 40, "h", FakeClock(), timeout=30, down=lambda: "it exited")
-    assert "it exited" in str(e.value)
-
-
-def test_layout_paths_are_checked() -> None:
-    with pytest.raises(ValueError, match="--prefix"):
-        HostLayout.of("relative/path", "/etc/kvmss", "/var/lib/kvmss")
-    with pytest.raises(ValueError, match="--state-dir"):
-        HostLayout.of("/opt/kvmss", "/etc/kvmss", "/var/lib/kvmss; rm -rf /")
-    assert HostLayout().agent_bin == PurePosixPath("/opt/kvmss/venv/bin/kvmss-agent")
