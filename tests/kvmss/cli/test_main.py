@@ -18,6 +18,7 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
+from bench.scalesets import image_reference
 from kvmss.base.clock import FakeClock
 from kvmss.cli.main import main
 from kvmss.cli.state import CliState
@@ -342,14 +343,7 @@ SCALE_SET = {
             "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": True},
         },
         "virtualMachineProfile": {
-            "storageProfile": {
-                "imageReference": {
-                    "publisher": "kvmss",
-                    "offer": "tiny",
-                    "sku": "1",
-                    "version": "latest",
-                }
-            }
+            "storageProfile": {"imageReference": image_reference("kvmss", "tiny", "1")}
         },
         "provisioningState": "Succeeded",
     },
