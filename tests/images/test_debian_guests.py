@@ -1,11 +1,11 @@
 """The Debian base image built for real and booted under a real agent.
 
 Versions 1 and 2 are built (or reused) in build/images (the first build of
-a checkout makes the cached tree: debootstrap and packages, 1.5 to 3
-minutes; each version after it takes seconds), checked inside their disks,
-and an instance of version 1 (direct kernel boot) and of a firmware-boot
-build (SeaBIOS, extlinux) each run cloud-init to Healthy and take an ssh
-login as the admin user, with the host key read from the guest's console.
+a checkout makes the cached tree; each version after it takes seconds),
+checked inside their disks, and an instance of version 1 (direct kernel
+boot) and of a firmware-boot build (SeaBIOS, extlinux) each run cloud-init
+to Healthy and take an ssh login as the admin user, with the host key read
+from the guest's console.
 All ``guest`` tests: they run in ``make test``, not ``make test-fast``.
 """
 

@@ -21,6 +21,7 @@ import yaml
 from images.tiny import build as tiny_build
 from images.tiny.host import BuildError
 from images.tiny.initramfs import DeviceNode, write_initramfs
+from images.tiny.initrd import BOOT_MODULES
 from images.tiny.kernel import ModuleIndex, find_kernel
 from images.tiny.manifest import Manifest, sha256_file
 from kvmss.base import qemuimg
@@ -190,19 +191,20 @@ def test_initrd_holds_busybox_init_and_boot_modules_in_order(
     load = _cpio(
         ["-i", "--quiet", "--to-stdout", f"lib/modules/{m.kernel_version}/kvmss-load"], archive
     ).decode()
-    assert [line.split()[0] for line in load.splitlines()] == [
-        "virtio_ring",
-        "virtio",
-        "virtio_pci_modern_dev",
-        "virtio_pci_legacy_dev",
-        "virtio_pci",
-        "virtio_blk",
-        "crc16",
-        "mbcache",
-        "jbd2",
-        "crc32c_generic",
-        "ext4",
-    ]
+    order = [line.split()[0] for line in load.splitlines()]
+    assert order == list(BOOT_MODULES)
+    # Each module after what it needs: the virtio stack, then ext4's own.
+    for first, then in [
+        ("virtio_ring", "virtio"),
+        ("virtio", "virtio_pci"),
+        ("virtio_pci_modern_dev", "virtio_pci"),
+        ("virtio_pci", "virtio_blk"),
+        ("crc16", "ext4"),
+        ("mbcache", "ext4"),
+        ("jbd2", "ext4"),
+        ("crc32c_generic", "ext4"),
+    ]:
+        assert order.index(first) < order.index(then), (first, then)
 
 
 def test_same_version_is_reused_and_a_changed_recipe_rebuilds(scratch: Path) -> None:
