@@ -40,7 +40,8 @@ from kvmss.client.api import ApiClient, path_of
 from tests.fixtures import make_qcow2, storage_root
 from tests.security.hostnet import HostBridge, host_bridge, post_from
 from tests.security.routes import sqlite_dump
-from tests.security.services import AgentServe, ServedController, served_controller
+from tests.security.services import AgentServe, served_controller
+from tests.servedcontroller import ServedController
 
 CUSTOM_SECRET = "CUSTOMDATA-SECRET-7f3a9c1e"
 PROTECTED_SECRET = "PROTECTED-SECRET-b2d84e60"
