@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import requests
 
+from bench.scalesets import image_reference
 from hostagent.contract.client import AgentClient
 from kvmss.client.api import ApiClient, path_of
 from tests.fixtures import make_qcow2, storage_root
@@ -82,12 +83,7 @@ def model(capacity: int = 2) -> dict[str, Any]:
             },
             "virtualMachineProfile": {
                 "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "tiny",
-                        "sku": "1",
-                        "version": "latest",
-                    },
+                    "imageReference": image_reference("kvmss", "tiny", "1"),
                     "dataDisks": [{"lun": 0, "diskSizeGB": 1}],
                 },
                 "osProfile": {"computerNamePrefix": "sec", "customData": custom},
