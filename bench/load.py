@@ -2,16 +2,16 @@
 
 Starts a real controller (``python -m controller.daemon.server``: uvicorn, a real
 SQLite store file, the real catalog) and, in another process, simulated host
-agents speaking the real agent HTTP contract (:mod:`bench.simagent`), so the
-controller reaches them through :class:`hostagent.contract.client.AgentClient`. Fills
+agents speaking the real agent HTTP contract, so the controller reaches
+them through its real agent client. Fills
 it the way a user would, through the API: publishes image version 1 (a real
 qcow2), registers the hosts, creates the scale sets with their capacity and
 waits for every instance to be Running, runs one rolling upgrade per set
 (nothing to do, but every set then has a status and a history), and
 publishes version 2 so that upgrades started during the run do real batches.
 
-Then, from this process, ``--clients`` clients (:mod:`bench.loadclients`,
-mix in :mod:`bench.loadmix`) run for ``--duration`` seconds, and it prints
+Then, from this process, ``--clients`` clients run a mix of requests for
+``--duration`` seconds, and it prints
 p50/p99 latency and errors per request kind and overall, requests/s, the CPU
 each process used, and the ratios to the goals measured in this run.
 
@@ -49,11 +49,14 @@ if str(REPO) not in sys.path:
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
-from bench import loadreport  # noqa: E402
+from bench import loadreport, scalesets  # noqa: E402
 from bench.loadclients import Shape, Target, run_clients  # noqa: E402
 from bench.loadmix import MIX, parse_weights, scale_set_name  # noqa: E402
+from bench.served import free_port  # noqa: E402
 from bench.simagent import host_names  # noqa: E402
 from kvmss.base import qemuimg  # noqa: E402
+from kvmss.base.clock import SystemClock  # noqa: E402
+from kvmss.base.waiting import wait_until  # noqa: E402
 
 IMAGE = ("bench", "load", "1")
 READY_TIMEOUT_SECONDS = 900.0
@@ -63,24 +66,13 @@ class SetupError(Exception):
     """The benchmark could not be set up (a process did not start, a call failed)."""
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _say(msg: str) -> None:
     print(f"load: {msg}", file=sys.stderr, flush=True)
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float, every: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SetupError(f"{what}: not within {timeout:g} s")
-        time.sleep(every)
+    if not wait_until(SystemClock(), check, timeout=timeout, interval=every):
+        raise SetupError(f"{what}: not within {timeout:g} s")
 
 
 class Processes:
@@ -93,7 +85,7 @@ class Processes:
         self.agent_token = secrets.token_urlsafe(24)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.agents_port = 0
-        self.port = _free_port()
+        self.port = free_port()
 
     def start(self) -> None:
         (self.work / "controller.token").write_text(self.token)
@@ -175,52 +167,18 @@ def _check(r: httpx.Response, *ok: int) -> Any:
 def scale_set_body(capacity: int) -> dict[str, Any]:
     """A Rolling scale set following ``latest`` of the bench image by hand
     (no automatic OS upgrade: the clients start the upgrades)."""
-    return {
-        "location": "local",
-        "tags": {"purpose": "load"},
-        "sku": {"name": "bench", "capacity": capacity},
-        "properties": {
-            "upgradePolicy": {
-                "mode": "Rolling",
-                "rollingUpgradePolicy": {
-                    "maxBatchInstancePercent": 20,
-                    "maxUnhealthyInstancePercent": 20,
-                    "maxUnhealthyUpgradedInstancePercent": 20,
-                    "pauseTimeBetweenBatches": "PT0S",
-                    "healthTimeout": "PT1M",
-                },
-                "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": False},
-            },
-            "virtualMachineProfile": {
-                "hardwareProfile": {"vCPUs": 1, "memoryMB": 256},
-                "storageProfile": {
-                    "imageReference": dict(zip(("publisher", "offer", "sku"), IMAGE, strict=True))
-                    | {"version": "latest"}
-                },
-                "osProfile": {"computerNamePrefix": "bench"},
-                "networkProfile": {
-                    "healthProbe": {
-                        "protocol": "Http",
-                        "port": 8080,
-                        "requestPath": "/health",
-                        "intervalInSeconds": 5,
-                        "numberOfProbes": 2,
-                    }
-                },
-                "extensionProfile": {
-                    "extensions": [
-                        {
-                            "name": "app",
-                            "properties": {
-                                "type": "CustomScript",
-                                "settings": {"commandToExecute": "true"},
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    body = scalesets.scale_set_body(
+        capacity,
+        IMAGE,
+        prefix="bench",
+        sku_name="bench",
+        memory_mb=256,
+        health_timeout="PT1M",
+        automatic=False,
+        probe=scalesets.http_probe(interval=5, probes=2),
+        extensions=[scalesets.custom_script("app", "true")],
+    )
+    return {"location": "local", "tags": {"purpose": "load"}, **body}
 
 
 @contextmanager
@@ -230,19 +188,36 @@ def _timed(what: str) -> Iterator[None]:
     _say(f"{what}: {time.monotonic() - t:.1f} s")
 
 
+def _publish(api: httpx.Client, work: Path, version: str) -> None:
+    disk = work / f"disk-{version}.qcow2"
+    qemuimg.create(disk, (64 + int(version)) << 20)
+    path = "/v1/images/" + "/".join((*IMAGE, version))
+    _check(api.put(path, content=disk.read_bytes()), 201)
+
+
+def _all_running(api: httpx.Client, name: str, capacity: int) -> bool:
+    vms = _check(api.get(f"/v1/scaleSets/{name}/virtualMachines"), 200)
+    return len(vms["value"]) == capacity and all(
+        v["provisioningState"] == "Running" and v["health"] == "Healthy" for v in vms["value"]
+    )
+
+
+def _upgrade_ended(api: httpx.Client, name: str) -> bool:
+    latest = _check(api.get(f"/v1/scaleSets/{name}/rollingUpgrades/latest"), 200)
+    return bool(latest["properties"]["runningStatus"]["code"] != "RollingForward")
+
+
+def _on_each(names: list[str], call: Callable[[str], Any]) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(call, names))
+
+
 def populate(api: httpx.Client, procs: Processes, args: argparse.Namespace) -> dict[str, float]:
     """Fill the controller through its API; seconds taken by each step."""
-    work, took = procs.work, {}
+    took = {}
     capacity = args.instances // args.scale_sets
-
-    def publish(version: str) -> None:
-        disk = work / f"disk-{version}.qcow2"
-        qemuimg.create(disk, (64 + int(version)) << 20)
-        path = "/v1/images/" + "/".join((*IMAGE, version))
-        _check(api.put(path, content=disk.read_bytes()), 201)
-
     t = time.monotonic()
-    publish("1")
+    _publish(api, procs.work, "1")
     for name in host_names(args.hosts):
         url = f"http://127.0.0.1:{procs.agents_port}/{name}"
         _check(
@@ -250,46 +225,27 @@ def populate(api: httpx.Client, procs: Processes, args: argparse.Namespace) -> d
         )
     names = [scale_set_name(i) for i in range(args.scale_sets)]
     body = scale_set_body(capacity)
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda n: _check(api.put(f"/v1/scaleSets/{n}", json=body), 201), names))
+    _on_each(names, lambda n: _check(api.put(f"/v1/scaleSets/{n}", json=body), 201))
     took["create_requests"] = time.monotonic() - t
-    agents = httpx.Client(
-        base_url=f"http://127.0.0.1:{procs.agents_port}",
-        headers={"Authorization": f"Bearer {procs.agent_token}"},
-    )
 
     def created() -> bool:
-        return bool(agents.get("/stats").json()["instances"] >= args.instances)
+        return bool(agent_stats(procs)["instances"] >= args.instances)
 
     _wait_for(f"{args.instances} instances on the agents", created, READY_TIMEOUT_SECONDS, 0.5)
     took["instances_on_agents"] = time.monotonic() - t
-
-    def running(name: str) -> bool:
-        vms = _check(api.get(f"/v1/scaleSets/{name}/virtualMachines"), 200)
-        return len(vms["value"]) == capacity and all(
-            v["provisioningState"] == "Running" and v["health"] == "Healthy" for v in vms["value"]
-        )
-
     t1 = time.monotonic()
     for name in names:
-        _wait_for(f"{name} Running and Healthy", partial(running, name), READY_TIMEOUT_SECONDS)
+        running = partial(_all_running, api, name, capacity)
+        _wait_for(f"{name} Running and Healthy", running, READY_TIMEOUT_SECONDS)
     took["list_every_set_once"] = time.monotonic() - t1
     took["all_running"] = time.monotonic() - t
     t = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
-        list(
-            pool.map(lambda n: _check(api.post(f"/v1/scaleSets/{n}/osRollingUpgrade"), 202), names)
-        )
-
-    def finished(name: str) -> bool:
-        latest = _check(api.get(f"/v1/scaleSets/{name}/rollingUpgrades/latest"), 200)
-        return bool(latest["properties"]["runningStatus"]["code"] != "RollingForward")
-
+    _on_each(names, lambda n: _check(api.post(f"/v1/scaleSets/{n}/osRollingUpgrade"), 202))
     for name in names:
-        _wait_for(f"first upgrade of {name}", partial(finished, name), READY_TIMEOUT_SECONDS)
-    publish("2")
+        ended = partial(_upgrade_ended, api, name)
+        _wait_for(f"first upgrade of {name}", ended, READY_TIMEOUT_SECONDS)
+    _publish(api, procs.work, "2")
     took["first_upgrades_and_v2"] = time.monotonic() - t
-    agents.close()
     return took
 
 
@@ -302,14 +258,18 @@ def upgrades_running(url: str) -> int:
     raise SetupError("/metrics: no kvmss_rolling_upgrades_running")
 
 
-def agent_calls(procs: Processes) -> int:
-    """Calls the simulated agents have answered so far."""
+def agent_stats(procs: Processes) -> Any:
+    """What the simulated agents count: instances, calls answered so far."""
     r = httpx.get(
         f"http://127.0.0.1:{procs.agents_port}/stats",
         headers={"Authorization": f"Bearer {procs.agent_token}"},
         timeout=60,
     )
-    return int(_check(r, 200)["calls"])
+    return _check(r, 200)
+
+
+def agent_calls(procs: Processes) -> int:
+    return int(agent_stats(procs)["calls"])
 
 
 def measure(procs: Processes, args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:

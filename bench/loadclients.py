@@ -1,7 +1,7 @@
 """The benchmark's concurrent API clients and what they measure.
 
-Each client is a person or a dashboard: it sends a request drawn from
-:mod:`bench.loadmix`, then "thinks" for an exponentially distributed time
+Each client is a person or a dashboard: it sends a request drawn from the
+mix, then "thinks" for an exponentially distributed time
 (mean ``think`` seconds) before the next, over its own keep-alive
 connection. The schedule is fixed in advance (open loop, as wrk2 does):
 a request's latency runs from when it was *meant* to be sent, so a server

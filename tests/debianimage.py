@@ -6,7 +6,7 @@ Builds go through :func:`images.debian.build.build`, which locks the output
 directory and the root filesystem cache, so test modules (or test runs) that
 ask for the same version at the same time build it once and the others wait
 for it. The first build of a checkout makes the cached tree (debootstrap and
-packages: 1.5 to 3 minutes); each version after that takes seconds.
+packages, minutes); each version after that takes seconds.
 """
 
 from __future__ import annotations

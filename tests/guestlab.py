@@ -4,8 +4,6 @@ each its own "host" with its own bridge: the lab the end-to-end guest tests
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,16 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import uvicorn
 
-from bench.served import free_port
-from controller.daemon.server import ControllerConfig, build
 from controller.service.controller import Controller
+from kvmss.base import waiting
+from kvmss.base.clock import SystemClock
+from kvmss.base.waiting import wait_for
 from kvmss.client import imagebuild
 from kvmss.client.api import ApiClient
 from tests.agentproc import AgentProcess
 from tests.fixtures import storage_root
 from tests.labstate import describe_lab, explained
+from tests.servedcontroller import served_controller
 
 TOKEN = "controller-token-0123456789abcdef"
 
@@ -85,8 +84,8 @@ class GuestLab:
         (Reimaging, WaitingHealth or RollingBack), and what the worst sample
         of each looked like."""
         w = UpgradeWatch()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ended() -> UpgradeWatch | None:
             vms = self.vms(scale_set)
             latest = self.call("GET", f"/v1/scaleSets/{scale_set}/rollingUpgrades/latest")
             unhealthy = [
@@ -106,8 +105,11 @@ class GuestLab:
             if latest["properties"]["runningStatus"]["code"] != "RollingForward":
                 w.latest = latest
                 return w
-            time.sleep(1)
-        raise AssertionError("upgrade did not end")
+            return None
+
+        if wait_for(SystemClock(), ended, timeout=timeout, interval=1) is None:
+            raise AssertionError("upgrade did not end")
+        return w
 
 
 def wait_until(
@@ -115,12 +117,8 @@ def wait_until(
 ) -> None:
     """Poll ``pred`` once a second until it holds; on timeout, fail with
     ``what`` and what ``explain`` tells of the state it was stuck in."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}" + explained(explain))
+    if not waiting.wait_until(SystemClock(), lambda: bool(pred()), timeout=timeout, interval=1):
+        raise AssertionError(f"timed out waiting for {what}" + explained(explain))
 
 
 @contextmanager
@@ -132,32 +130,11 @@ def guest_lab(tag: str, hosts: int = 2) -> Iterator[GuestLab]:
         for i in range(1, hosts + 1):
             (root / f"host{i}").mkdir()
             agents.append(AgentProcess(root / f"host{i}", name=f"host{i}"))
-        port = free_port()
-        cfg = ControllerConfig.from_dict(
-            {
-                "listen": f"127.0.0.1:{port}",
-                "token": TOKEN,
-                "database": str(root / "ctl" / "kvmss.db"),
-                "blob_dir": str(root / "ctl" / "images"),
-                "poll_seconds": 1,
-            }
-        )
-        ctl, app = build(cfg)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        while not server.started:
-            time.sleep(0.05)
         try:
-            for a in agents:
-                a.start()
-            yield GuestLab(f"http://127.0.0.1:{port}", ctl, agents)
+            with served_controller(root / "ctl", TOKEN, poll_seconds=1) as served:
+                for a in agents:
+                    a.start()
+                yield GuestLab(served.url, served.ctl, agents)
         finally:
-            ctl.close()
-            server.should_exit = True
-            t.join(10)
             for a in agents:
                 a.cleanup()
-            ctl.store.close()

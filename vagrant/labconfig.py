@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from hostagent.daemon.config import AgentConfig
 from kvmss.base import atomicfile
 from kvmss.base.configfile import ConfigError
 
@@ -54,17 +55,14 @@ def agent_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def check(kind: str, settings: dict[str, Any]) -> None:
     """Raises ConfigError where the daemon itself would refuse ``settings``."""
-    # Imported here: the controller's brings in its web stack, which an agent host
-    # does not need to load to check its own file.
     if kind == "controller":
+        # Lazy: the controller's web stack need not load to check an agent's file
         from controller.daemon.server import ControllerConfig
 
         cfg = ControllerConfig.from_dict(settings)
         if cfg.host in ("0.0.0.0", "::", ""):
             raise ConfigError("listen: give the lab network's address, not a wildcard")
     else:
-        from hostagent.daemon.config import AgentConfig
-
         agent = AgentConfig.from_dict(settings)
         # The management API must not be reachable from the guests' bridge.
         if agent.listen_host in ("0.0.0.0", "::", ""):

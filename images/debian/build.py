@@ -1,26 +1,18 @@
 """Build the Debian base image: Debian 12 (bookworm) with real cloud-init,
 openssh-server and Debian's kernel, for the kvmss agent and real hosts.
 
-``python -m images.debian.build --version V --out DIR`` writes into DIR the
-same files as the tiny image (see images/tiny/build.py):
+``python -m images.debian.build --version V --out DIR`` writes the files
+and manifest the tiny image has: a whole-disk ext4 (root /dev/vda, label
+``kvmss-root``) as qcow2, the image's own kernel and initramfs for direct
+kernel boot, and the digests of the recipe and of its inputs (the cached
+tree's key, kernel and package versions).
 
-- ``disk.qcow2``: qcow2 of an ext4 filesystem filling the whole disk
-  (root /dev/vda, no partition table, label ``kvmss-root``);
-- ``vmlinuz`` and ``initrd.img``: the image's own kernel and initramfs (from
-  its /boot) for direct kernel boot with the manifest's ``cmdline``;
-- ``manifest.json``: sha256 and size per file, ``cmdline``, ``boot``, and the
-  digests of the recipe and of its inputs (the cached tree's key, kernel and
-  package versions).
-
-The root filesystem tree (debootstrap and packages, about 90 s) is cached
-under ``build/cache/debian-rootfs`` (see :mod:`images.debian.rootfs`); a
-version is that tree stamped with the version (/etc/os-version, IMAGE_VERSION
-in /etc/os-release) and made into a disk: seconds. ``--boot firmware`` also
-installs extlinux, so the disk boots by itself through SeaBIOS; its manifest
-says ``"boot": "firmware"`` and publishing it stages no kernel.
-
-A DIR whose manifest already says version V, the same recipe and inputs, and
-whose files still match it, is left as it is.
+The root filesystem tree is built once and cached (:mod:`images.debian.rootfs`);
+a version is that tree stamped with the version and made into a disk.
+``--boot firmware`` also installs extlinux, so the disk boots by itself
+through SeaBIOS (its manifest says ``"boot": "firmware"``; publishing it
+stages no kernel). A DIR already holding version V from the same recipe and
+inputs is left as it is.
 """
 
 from __future__ import annotations
@@ -38,18 +30,17 @@ from images.debian import disk, recipe, rootfs
 from images.tiny import host
 from images.tiny.build import check_version
 from images.tiny.manifest import (
-    ImageFile,
+    DISK_FILE,
+    INITRD_FILE,
+    KERNEL_FILE,
     Manifest,
-    install,
     recipe_digest,
     reusable,
+    seal,
 )
 from kvmss.base import qemuimg
 
 NAME = "debian"
-DISK_FILE = "disk.qcow2"
-KERNEL_FILE = "vmlinuz"
-INITRD_FILE = "initrd.img"
 DEFAULT_DISK_GB = 4
 MAX_DISK_GB = 2048
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +61,14 @@ def _stderr(message: str) -> None:
     print(f"images.debian.build: {message}", file=sys.stderr, flush=True)
 
 
+def _check_options(version: str, boot: str, disk_gb: int) -> None:
+    check_version(version)
+    if boot not in ("kernel", "firmware"):
+        raise ValueError(f"boot {boot!r} must be 'kernel' or 'firmware'")
+    if isinstance(disk_gb, bool) or not 2 <= disk_gb <= MAX_DISK_GB:
+        raise ValueError(f"disk size {disk_gb} GB must be from 2 to {MAX_DISK_GB}")
+
+
 def build(
     version: str,
     out: Path,
@@ -88,16 +87,12 @@ def build(
 
     ``boot`` is ``kernel`` (direct kernel boot) or ``firmware`` (extlinux on
     the disk); ``disk_gb`` is the disk's virtual size; ``compress`` writes
-    compressed qcow2 clusters (a third of the size, 25 s more per build);
-    ``refresh`` rebuilds the cached tree (newer packages). Raises ValueError
-    for a bad argument and ``host.BuildError`` or ``qemuimg.QemuImgError``
-    when a step fails.
+    compressed qcow2 clusters (smaller, slower to build); ``refresh``
+    rebuilds the cached tree (newer packages). Raises ValueError for a bad
+    argument and ``host.BuildError`` or ``qemuimg.QemuImgError`` when a step
+    fails.
     """
-    check_version(version)
-    if boot not in ("kernel", "firmware"):
-        raise ValueError(f"boot {boot!r} must be 'kernel' or 'firmware'")
-    if isinstance(disk_gb, bool) or not 2 <= disk_gb <= MAX_DISK_GB:
-        raise ValueError(f"disk size {disk_gb} GB must be from 2 to {MAX_DISK_GB}")
+    _check_options(version, boot, disk_gb)
     mirrors = mirrors or recipe.host_mirrors()
     out.mkdir(mode=0o755, parents=True, exist_ok=True)
     trees = rootfs.cache_dir(cache)
@@ -110,10 +105,9 @@ def build(
                 if tree.reused:
                     say(f"root filesystem tree {tree.key[:12]} from the cache")
                 inputs = _inputs(tree, boot, disk_gb, compress)
-                if not refresh:
-                    existing = reusable(out, NAME, version, recipe_sum, inputs)
-                    if existing is not None:
-                        return existing
+                existing = None if refresh else reusable(out, NAME, version, recipe_sum, inputs)
+                if existing is not None:
+                    return existing
                 _make_raw(tree, work, version, boot=boot, disk_gb=disk_gb, trees=trees)
             qemuimg.convert(
                 work / "disk.raw",
@@ -122,24 +116,17 @@ def build(
                 dst_format="qcow2",
                 compress=compress,
             )
-            files = {}
-            for name in (DISK_FILE, KERNEL_FILE, INITRD_FILE):
-                (work / name).chmod(0o644)
-                files[name] = ImageFile.of(work / name)
-            manifest = Manifest(
+            return seal(
+                work,
+                out,
                 name=NAME,
                 version=version,
-                disk=files[DISK_FILE],
-                kernel=files[KERNEL_FILE],
-                initrd=files[INITRD_FILE],
                 cmdline=recipe.CMDLINE,
                 kernel_version=tree.kernel_version,
                 recipe=recipe_sum,
                 inputs=inputs,
                 boot=boot,
             )
-            install(work, out, manifest)
-        return manifest
 
 
 def _make_raw(

@@ -1,11 +1,11 @@
 """One version of the Debian image: the cached tree stamped with the version,
 made into a whole-disk ext4, and (for firmware boot) given a boot loader.
 
-The stamp is made on a hard-linked copy of the cached tree (``cp -al``: a
-second or so for 18,000 files): a file the stamp changes is unlinked and
-written anew, never written through a link, so the cached tree stays as it
-was. ``mkfs.ext4 -d`` copies the staged tree (owners, modes, links, device
-nodes, extended attributes) into the filesystem.
+The stamp is made on a hard-linked copy of the cached tree (``cp -al``,
+cheap): a file the stamp changes is unlinked and written anew, never written
+through a link, so the cached tree stays as it was. ``mkfs.ext4 -d`` copies
+the staged tree (owners, modes, links, device nodes, extended attributes)
+into the filesystem.
 """
 
 from __future__ import annotations

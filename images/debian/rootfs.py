@@ -1,14 +1,13 @@
 """The Debian image's root filesystem tree, built once and cached.
 
 Building it is the expensive part (debootstrap, then apt-get installing
-cloud-init, openssh-server and the kernel: a minute and a half). The tree is
-kept under ``<cache>/debian-rootfs/<key>/tree`` with a ``tree.json`` saying
-what is in it, where ``key`` is :func:`images.debian.recipe.tree_key`; every
-version of the image is stamped on a hard-linked copy of it
-(:mod:`images.debian.disk`), so the cached tree is never written to after it
-is complete. A tree is built in a ``.new-*`` directory and renamed into place
+cloud-init, openssh-server and the kernel). The tree is kept under
+``<cache>/debian-rootfs/<key>/tree`` with a ``tree.json`` saying what is in
+it, where ``key`` is :func:`images.debian.recipe.tree_key`; every version of
+the image is stamped on a hard-linked copy of it, so the cached tree is never
+written to after it is complete. A tree is built in a ``.new-*`` directory and renamed into place
 when finished, under the cache's lock, so a half-built tree is never used;
-trees of other keys are removed once a new one is in place (each is 700 MB).
+trees of other keys are removed once a new one is in place (each is large).
 """
 
 from __future__ import annotations

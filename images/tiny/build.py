@@ -9,8 +9,8 @@
 - ``manifest.json``: the three files' sha256 and size, the kernel command
   line, and the digests of the recipe and host inputs.
 
-A DIR whose manifest already says version V, the same recipe and inputs, and
-whose files still match it, is left as it is.
+A DIR already holding version V made by the same recipe from the same
+inputs, its files matching its manifest, is left as it is.
 """
 
 from __future__ import annotations
@@ -26,19 +26,18 @@ from images.tiny import host, rootfs
 from images.tiny.initrd import build_initrd
 from images.tiny.kernel import Kernel, ModuleIndex, find_kernel
 from images.tiny.manifest import (
-    ImageFile,
+    DISK_FILE,
+    INITRD_FILE,
+    KERNEL_FILE,
     Manifest,
     inputs_digest,
-    install,
     recipe_digest,
     reusable,
+    seal,
 )
 from kvmss.base import qemuimg
 
 NAME = "tiny"
-DISK_FILE = "disk.qcow2"
-KERNEL_FILE = "vmlinuz"
-INITRD_FILE = "initrd.img"
 DISK_SIZE_BYTES = 64 << 20
 CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 quiet no_timer_check"
 # Every file in the image and the initrd gets this mtime (2023-11-14).
@@ -99,23 +98,16 @@ def build(version: str, out: Path, *, kernel_version: str | None = None) -> Mani
         with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as tmp:
             work = Path(tmp)
             _build_into(work, version, kernel)
-            files = {}
-            for name in (DISK_FILE, KERNEL_FILE, INITRD_FILE):
-                (work / name).chmod(0o644)
-                files[name] = ImageFile.of(work / name)
-            manifest = Manifest(
+            return seal(
+                work,
+                out,
                 name=NAME,
                 version=version,
-                disk=files[DISK_FILE],
-                kernel=files[KERNEL_FILE],
-                initrd=files[INITRD_FILE],
                 cmdline=CMDLINE,
                 kernel_version=kernel.version,
                 recipe=recipe,
                 inputs=inputs,
             )
-            install(work, out, manifest)
-        return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

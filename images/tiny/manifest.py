@@ -22,6 +22,10 @@ from images.tiny.host import BuildError
 from kvmss.base import atomicfile
 
 MANIFEST = "manifest.json"
+# The files of every built image, next to its manifest.
+DISK_FILE = "disk.qcow2"
+KERNEL_FILE = "vmlinuz"
+INITRD_FILE = "initrd.img"
 BOOT_MODES = ("kernel", "firmware")
 RECIPE_DIR = Path(__file__).parent
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -203,3 +207,37 @@ def install(work: Path, out: Path, manifest: Manifest) -> None:
     for f in manifest.files():
         os.replace(work / f.file, out / f.file)
     atomicfile.write_bytes(out / MANIFEST, manifest.dumps(), mode=0o644)
+
+
+def seal(
+    work: Path,
+    out: Path,
+    *,
+    name: str,
+    version: str,
+    cmdline: str,
+    kernel_version: str,
+    recipe: str,
+    inputs: str,
+    boot: str = "kernel",
+) -> Manifest:
+    """Describe the disk, kernel and initrd built in ``work`` (made 0644)
+    and install them and their manifest into ``out``; the manifest."""
+    files = {}
+    for file in (DISK_FILE, KERNEL_FILE, INITRD_FILE):
+        (work / file).chmod(0o644)
+        files[file] = ImageFile.of(work / file)
+    manifest = Manifest(
+        name=name,
+        version=version,
+        disk=files[DISK_FILE],
+        kernel=files[KERNEL_FILE],
+        initrd=files[INITRD_FILE],
+        cmdline=cmdline,
+        kernel_version=kernel_version,
+        recipe=recipe,
+        inputs=inputs,
+        boot=boot,
+    )
+    install(work, out, manifest)
+    return manifest

@@ -1,4 +1,3 @@
-"""The base both daemons and every tool stand on: injected time and the one
-wait helper, atomic files, qemu-img, configuration files, the HTTP error
-shape, serving under systemd. It imports nothing else of kvmss.
+"""The base both daemons and every tool stand on; it imports nothing else of
+kvmss, so anything may use it.
 """

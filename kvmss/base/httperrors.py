@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -58,8 +59,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(_r: Request, e: Exception) -> JSONResponse:
         # A bug: log it with its traceback, tell the caller without internals.
-        import logging
-
         logging.getLogger("kvmss.api").exception("unhandled error")
         return error_response(500, "InternalError", f"internal error ({type(e).__name__})")
 

@@ -3,7 +3,7 @@
 Both daemons (controller, host agent) serve through :func:`serve`, which says
 ``READY=1`` only once every listener accepts connections, pets the watchdog
 from the serving event loop, and says ``STOPPING=1`` as soon as a shutdown
-begins (see :mod:`kvmss.base.sdnotify`).
+begins.
 
 It also owns SIGTERM and SIGINT for the whole process. uvicorn's own handling
 works for one server per process, but with two it chains the handlers and, on

@@ -1,17 +1,29 @@
-"""``kvmss controller``: serve the controller, back up its database (both
-load the controller only when run).
-"""
+"""``kvmss controller``: serve the controller, back up its database."""
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
+from kvmss.base.configfile import ConfigError
 from kvmss.cli.state import CliState, pass_state
 
 DEFAULT_CONTROLLER_CONFIG = Path("/etc/kvmss/controller.yaml")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _config_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=DEFAULT_CONTROLLER_CONFIG,
+        show_default=True,
+        help=help_text,
+    )
 
 
 @click.group()
@@ -20,41 +32,27 @@ def controller() -> None:
 
 
 @controller.command("serve")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONTROLLER_CONFIG,
-    show_default=True,
-    help="Controller configuration (YAML).",
-)
+@_config_option("Controller configuration (YAML).")
 @pass_state
 def controller_serve(state: CliState, config_path: Path) -> None:
     """Serve the controller's API and run its upgrades."""
     try:
-        server = importlib.import_module("controller.daemon.server")
-        serve_from_config = server.serve_from_config
-    except (ImportError, AttributeError) as e:
+        # The web stack loads only to serve, so `kvmss --help` and the client commands start fast
+        from controller.daemon.server import serve_from_config
+    except ImportError as e:
         state.fail(f"controller server not available ({e})")
     serve_from_config(config_path)
 
 
 @controller.command("backup")
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONTROLLER_CONFIG,
-    show_default=True,
-    help="Controller configuration (YAML): where its database is.",
-)
+@_config_option("Controller configuration (YAML): where its database is.")
 @pass_state
 def controller_backup(state: CliState, out: Path, config_path: Path) -> None:
     """Copy the controller's database to OUT while it runs (consistent, 0600)."""
+    # The controller loads only when run: the client commands import none of it
     from controller.daemon.server import ControllerConfig
     from controller.store.backup import BackupError, backup
-    from kvmss.base.configfile import ConfigError
 
     try:
         result = backup(ControllerConfig.load(config_path).database, out)

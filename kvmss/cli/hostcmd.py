@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from kvmss.cli.hostoptions import check_ssh_only, join_options, ssh_options
 from kvmss.cli.state import (
     CliState,
     check_url,
@@ -19,8 +20,7 @@ from kvmss.cli.state import (
 )
 from kvmss.client.api import path_of
 from kvmss.client.tables import hosts_table, render_fields
-from kvmss.hostjoin import ssh as hostssh
-from kvmss.hostjoin.ssh import Steps, check_ssh_only, join_options, ssh_options
+from kvmss.hostjoin.steps import Steps
 
 
 @click.group()
@@ -55,6 +55,9 @@ def host_add(
     if ssh["ssh"] is not None:
         if agent_url is not None or agent_token_file is not None:
             raise click.UsageError("give either --ssh or --url and --agent-token-file, not both")
+        # paramiko loads only for --ssh, so the other host commands start fast
+        from kvmss.hostjoin import ssh as hostssh
+
         doc = hostssh.add(name, ssh, _host_steps(state))
         state.show(doc, render_fields, empty=f"host {name} added")
         return
@@ -88,6 +91,9 @@ def host_remove(state: CliState, /, name: str, purge: bool, **ssh: Any) -> None:
     and configuration."""
     check_ssh_only({**ssh, "purge": purge})
     if ssh["ssh"] is not None:
+        # paramiko loads only for --ssh, so the other host commands start fast
+        from kvmss.hostjoin import ssh as hostssh
+
         hostssh.remove(name, ssh, purge, _host_steps(state))
         return
     doc = state.client().delete(path_of("hosts", name))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from kvmss.cli.state import CliState, existing_file, output_option, pass_state
+from kvmss.client import imagebuild
 from kvmss.client.api import path_of
 from kvmss.client.tables import human_bytes, image_versions_table, images_table, render_fields
 
@@ -118,8 +119,6 @@ def image_build(
     """Build VERSION of image NAME from its recipe in the source checkout
     (a build of a version already built is skipped); --publish then
     publishes it as PUBLISHER:OFFER:SKU:VERSION."""
-    from kvmss.client import imagebuild
-
     if boot is not None and name != "debian":
         raise click.UsageError("--boot: only the debian image can boot through the firmware")
     client = state.client() if publish else None  # no token: fail before building

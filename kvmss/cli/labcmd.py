@@ -1,4 +1,4 @@
-"""``kvmss lab up|down|status``: the command line of :mod:`kvmss.lab.run`.
+"""``kvmss lab up|down|status``: the command line of a local lab.
 
 Errors and Ctrl-C are one line on stderr (``kvmss: ...``), never a
 traceback: exit status 1 for errors, 130 for an interrupt (the lab is left
@@ -18,8 +18,9 @@ from kvmss.base.configfile import ConfigError
 from kvmss.client.api import ApiError, ControllerUnreachable
 from kvmss.client.screen import Screen
 from kvmss.client.tables import one_line
-from kvmss.lab import run as labmod
-from kvmss.lab.state import LabError
+from kvmss.lab.files import resolve_dir
+from kvmss.lab.hints import take_down
+from kvmss.lab.state import DEFAULT_SCALE_SET, LabError
 
 T = TypeVar("T")
 
@@ -45,8 +46,7 @@ def run(screen: Screen, root: Path, action: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         _fail(
             screen,
-            f"interrupted; the lab in {root} is left as it is; remove it with:"
-            f" {labmod.take_down(root)}",
+            f"interrupted; the lab in {root} is left as it is; remove it with: {take_down(root)}",
             130,
         )
     except ApiError as e:
@@ -78,7 +78,7 @@ def lab() -> None:
 )
 @click.option(
     "--name",
-    default=labmod.DEFAULT_SCALE_SET,
+    default=DEFAULT_SCALE_SET,
     show_default=True,
     help="The scale set's name (libvirt domains are NAME-<id>).",
 )
@@ -90,10 +90,13 @@ def lab_up(hosts: int, instances: int, name: str, lab_dir: Path | None) -> None:
     Steps already done are skipped, so it can be run again. The lab keeps
     running until `kvmss lab down`.
     """
-    root = labmod.resolve_dir(lab_dir)
+    # The lab's modules load the agent's contract: only when run, not for `kvmss --help`
+    from kvmss.lab.run import UpOptions, up
+
+    root = resolve_dir(lab_dir)
     screen = Screen(sys.stdout)
-    opts = labmod.UpOptions(root=root, hosts=hosts, instances=instances, scale_set=name)
-    result = run(screen, root, lambda: labmod.up(opts, screen))
+    opts = UpOptions(root=root, hosts=hosts, instances=instances, scale_set=name)
+    result = run(screen, root, lambda: up(opts, screen))
     if result.code != "Completed":
         _fail(screen, f"the latest rolling upgrade of {name} ended {result.code}")
 
@@ -102,16 +105,22 @@ def lab_up(hosts: int, instances: int, name: str, lab_dir: Path | None) -> None:
 @_dir_option
 def lab_down(lab_dir: Path | None) -> None:
     """Stop every process of the lab, delete its domains, disks and bridges."""
-    root = labmod.resolve_dir(lab_dir)
+    # libvirt and the agent's bridge code load only when run, not for `kvmss --help`
+    from kvmss.lab.down import down
+
+    root = resolve_dir(lab_dir)
     screen = Screen(sys.stdout)
-    run(screen, root, lambda: labmod.down(root, screen))
+    run(screen, root, lambda: down(root, screen))
 
 
 @lab.command("status")
 @_dir_option
 def lab_status(lab_dir: Path | None) -> None:
     """What runs in the lab: processes, instances, the latest upgrade."""
-    root = labmod.resolve_dir(lab_dir)
+    # The lab's modules load the agent's contract: only when run, not for `kvmss --help`
+    from kvmss.lab.status import status
+
+    root = resolve_dir(lab_dir)
     screen = Screen(sys.stdout)
-    if not run(screen, root, lambda: labmod.status(root, screen)):
+    if not run(screen, root, lambda: status(root, screen)):
         raise click.exceptions.Exit(1)

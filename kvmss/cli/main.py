@@ -1,6 +1,6 @@
 """The ``kvmss`` command line: ``az vmss``-style verbs over the controller's
-REST API (HTTP only; nothing here imports the controller, except
-``kvmss controller serve``, which loads it when run).
+REST API, and the commands that run the daemons here (``kvmss controller``,
+``kvmss lab``), which load them only when run.
 
 Tables for people by default; ``-o json`` prints the API's JSON for scripts.
 Errors are one line on stderr, ``kvmss: <message> (<code>)``, exit status 1
@@ -23,7 +23,7 @@ from kvmss.cli.state import DEFAULT_URL, MIN_SCRUB, OUTPUT_FORMATS, CliState, ch
 from kvmss.cli.vmsscmd import vmss
 from kvmss.client.api import ApiError, ControllerUnreachable
 from kvmss.client.progress import WatchError
-from kvmss.hostjoin.ssh import HostStepError
+from kvmss.hostjoin.steps import HostStepError
 
 
 class _Main(click.Group):

@@ -1,6 +1,6 @@
 """The upgrade commands of ``kvmss vmss``: ``rolling-upgrade`` (start, wait,
 get-latest, cancel), ``get-os-upgrade-history``, ``manual-upgrade``,
-``reimage`` and ``plan``; :mod:`kvmss.cli.vmsscmd` adds them to the group.
+``reimage`` and ``plan``.
 """
 
 from __future__ import annotations

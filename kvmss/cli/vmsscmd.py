@@ -1,6 +1,4 @@
-"""``kvmss vmss``: scale set models and instances; the upgrade commands of
-the group are in :mod:`kvmss.cli.upgradecmd`.
-"""
+"""``kvmss vmss``: scale set models and instances."""
 
 from __future__ import annotations
 

@@ -1,3 +1,3 @@
-"""The tools' side of the controller's API: the HTTP client, the live view of a
-rolling upgrade, tables for people, and publishing built images.
+"""The tools' side of the controller's API, spoken over HTTP only: nothing
+here imports the controller.
 """

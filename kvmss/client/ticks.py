@@ -23,14 +23,15 @@ class Background(Generic[T]):
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._done = threading.Event()
-        self._value: T | None = None
+        # A 1-tuple, so that a call returning None is told from one not ended.
+        self._value: tuple[T] | None = None
         self._error: BaseException | None = None
         self._fn = fn
         threading.Thread(target=self._run, name="kvmss-lab-poll", daemon=True).start()
 
     def _run(self) -> None:
         try:
-            self._value = self._fn()
+            self._value = (self._fn(),)
         except BaseException as e:  # handed to the caller by result()
             self._error = e
         finally:
@@ -44,7 +45,9 @@ class Background(Generic[T]):
         """What the call returned; what it raised is raised here."""
         if self._error is not None:
             raise self._error
-        return self._value  # type: ignore[return-value]
+        if self._value is None:
+            raise RuntimeError("the call has not ended")
+        return self._value[0]
 
 
 def ticks(

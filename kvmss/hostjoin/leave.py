@@ -7,16 +7,10 @@ purged, and is never purged while instances are left in it.
 
 from __future__ import annotations
 
-from kvmss.hostjoin.join import (
-    AGENT_UNIT,
-    HostLayout,
-    JoinError,
-    Say,
-    q,
-    stop_detached,
-    systemd_runs,
-)
+from kvmss.hostjoin.agentproc import q, stop_detached, systemd_runs
+from kvmss.hostjoin.layout import AGENT_UNIT, HostLayout
 from kvmss.hostjoin.session import SshSession
+from kvmss.hostjoin.steps import JoinError, Say
 
 
 def instances_left(ssh: SshSession, layout: HostLayout) -> list[str]:

@@ -16,16 +16,22 @@ import hashlib
 import re
 import shlex
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import paramiko
 
+from kvmss.base.clock import Clock, SystemClock
+from kvmss.base.waiting import wait_for
+
 CONNECT_TIMEOUT = 15.0
 # How much of a command's output is kept (its tail) for error messages.
 _KEEP = 64 * 1024
+# How long a command's output loop sleeps when nothing has come.
+_IDLE_SECONDS = 0.02
+# Reads (32 KiB each at most) between two looks at the clock.
+_READS_PER_TRY = 32
 _TARGET_RE = re.compile(r"^(?P<user>[A-Za-z_][A-Za-z0-9_.-]{0,31})@(?P<host>[A-Za-z0-9.:%-]+)$")
 _FINGERPRINT_RE = re.compile(r"^SHA256:(?P<b64>[A-Za-z0-9+/]{43})=?$")
 
@@ -151,9 +157,12 @@ class CommandResult:
 class SshSession:
     """A connected client; ``run`` and ``put_*`` raise :class:`SshError`."""
 
-    def __init__(self, target: SshTarget, client: paramiko.SSHClient) -> None:
+    def __init__(
+        self, target: SshTarget, client: paramiko.SSHClient, clock: Clock | None = None
+    ) -> None:
         self.target = target
         self._client = client
+        self._clock = clock or SystemClock()
         self._sftp: paramiko.SFTPClient | None = None
         transport = client.get_transport()
         peer = transport.getpeername() if transport is not None else (target.host,)
@@ -168,6 +177,7 @@ class SshSession:
         check: HostKeyCheck,
         key_file: Path | None = None,
         timeout: float = CONNECT_TIMEOUT,
+        clock: Clock | None = None,
     ) -> SshSession:
         """Connect with key authentication: ``key_file`` alone when given,
         else the ssh agent and the default keys in ~/.ssh."""
@@ -187,7 +197,7 @@ class SshSession:
                 banner_timeout=timeout,
                 auth_timeout=timeout,
             )
-            return cls(target, client)
+            return cls(target, client, clock)
         except BaseException as e:
             client.close()
             if isinstance(e, SshError):
@@ -230,29 +240,17 @@ class SshSession:
             chan = transport.open_session(timeout=CONNECT_TIMEOUT)
             chan.exec_command(command)
             out, err = bytearray(), bytearray()
-            deadline = time.monotonic() + timeout
-            while True:
-                got = False
-                if chan.recv_ready():
-                    out += chan.recv(32768)
-                    got = True
-                if chan.recv_stderr_ready():
-                    err += chan.recv_stderr(32768)
-                    got = True
-                del out[:-_KEEP], err[:-_KEEP]
-                # Output sent before the exit status is buffered by then.
-                drained = not (chan.recv_ready() or chan.recv_stderr_ready())
-                if chan.exit_status_ready() and drained:
-                    break
-                if time.monotonic() > deadline:
-                    chan.close()
-                    raise SshError(f"ssh {self.target}: {what}: no end after {timeout:.0f} s")
-                if not got:
-                    time.sleep(0.02)
-            status = chan.recv_exit_status()
+            status = wait_for(
+                self._clock,
+                lambda: _read_some(chan, out, err),
+                timeout=timeout,
+                interval=_IDLE_SECONDS,
+            )
             chan.close()
         except (paramiko.SSHException, OSError) as e:
             raise SshError(f"ssh {self.target}: {what}: {e or type(e).__name__}") from None
+        if status is None:
+            raise SshError(f"ssh {self.target}: {what}: no end after {timeout:.0f} s")
         result = CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
         if check and status != 0:
             raise RemoteCommandError(
@@ -288,6 +286,23 @@ class SshSession:
         except (paramiko.SSHException, OSError) as e:
             # Name the file, never its content.
             raise SshError(f"ssh {self.target}: write {remote}: {e}") from None
+
+
+def _read_some(chan: paramiko.Channel, out: bytearray, err: bytearray) -> int | None:
+    """Take what output has come (keeping only its tail); the exit status
+    once the command has ended and all its output is read."""
+    for _ in range(_READS_PER_TRY):
+        if not (chan.recv_ready() or chan.recv_stderr_ready()):
+            break
+        if chan.recv_ready():
+            out += chan.recv(32768)
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(32768)
+        del out[:-_KEEP], err[:-_KEEP]
+    # Output sent before the exit status is buffered by then.
+    if chan.exit_status_ready() and not (chan.recv_ready() or chan.recv_stderr_ready()):
+        return chan.recv_exit_status()
+    return None
 
 
 def _connect_reason(

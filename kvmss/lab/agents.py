@@ -1,6 +1,5 @@
-"""The lab's calls to its host agents (through :mod:`hostagent.contract.client`, loaded
-when first needed): are they answering, which instances are theirs, delete
-those.
+"""The lab's calls to its host agents: are they answering, which instances
+are theirs, delete those.
 
 Every agent on a machine sees every kvmss domain of the machine's libvirt,
 so "ours" is decided by where the OS disk lives: under that agent's storage
@@ -11,12 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from hostagent.contract.client import AgentClient, AgentError
 from kvmss.base.clock import Clock
-
-if TYPE_CHECKING:
-    from hostagent.contract.client import AgentClient
 
 DELETE_TIMEOUT = 120.0
 
@@ -28,15 +24,11 @@ class AgentInstance:
 
 
 def client(url: str, token: str, timeout: float = 10.0, clock: Clock | None = None) -> AgentClient:
-    from hostagent.contract.client import AgentClient
-
     return AgentClient(url, token, timeout=timeout, clock=clock)
 
 
 def answers(url: str, token: str) -> bool:
     """Whether the agent at ``url`` answers ``GET /v1/host``."""
-    from hostagent.contract.client import AgentError
-
     try:
         client(url, token, timeout=2.0).host()
     except AgentError:
@@ -59,8 +51,6 @@ def delete_instances(
     """Delete (data disks too) every instance whose OS disk is under
     ``storage``; return (deleted names, one-line errors). Errors are
     returned, not raised: what the agent cannot delete is left for libvirt."""
-    from hostagent.contract.client import AgentError
-
     agent = client(url, token, timeout=30.0, clock=clock)
     ops = []
     errors: list[str] = []

@@ -1,5 +1,5 @@
 """The lab's daemons: a controller and one agent per host, started as
-detached processes (:mod:`kvmss.lab.procs`) and waited for until they answer."""
+detached processes and waited for until they answer."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 
 from kvmss.base.clock import Clock
+from kvmss.base.waiting import wait_until
 from kvmss.client.screen import Screen
 from kvmss.lab import agents, procs
 from kvmss.lab.files import REPO, read_token
@@ -61,20 +62,18 @@ def wait_answering(state: LabState, clock: Clock, timeout: float = ANSWER_TIMEOU
         paths = state.host(slot)
         token = read_token(paths.token)
         waiting[slot.name] = (paths, functools.partial(agents.answers, slot.url, token))
-    deadline = clock.monotonic() + timeout
-    while waiting:
+
+    def all_answer() -> bool:
         for name, (paths, ready) in list(waiting.items()):
             if procs.running_pid(paths.pid, str(paths.config)) is None:
                 raise LabError(f"{name} exited: {_last_log_line(paths.log)} (log: {paths.log})")
             if ready():
                 del waiting[name]
-        if waiting and clock.monotonic() >= deadline:
-            name = next(iter(waiting))
-            raise LabError(
-                f"{name} did not answer within {timeout:.0f}s (log: {waiting[name][0].log})"
-            )
-        if waiting:
-            clock.sleep(0.2)
+        return not waiting
+
+    if not wait_until(clock, all_answer, timeout=timeout, interval=0.2):
+        name = next(iter(waiting))
+        raise LabError(f"{name} did not answer within {timeout:.0f}s (log: {waiting[name][0].log})")
 
 
 def start(state: LabState, screen: Screen, clock: Clock) -> None:

@@ -1,7 +1,7 @@
 """``kvmss lab down``: stop the lab's processes, delete its instances
 through their agents while they run, then any libvirt domain left whose
 disks live under the lab's directory, delete its bridges and remove its
-files. libvirt and the agent's bridge code are loaded only here, when run.
+files.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import libvirt
+
+from hostagent.network.bridge import BridgeError, delete_bridge
 from kvmss.base.clock import Clock, SystemClock
 from kvmss.client.screen import Screen
 from kvmss.lab import agents as labagents
@@ -21,8 +24,6 @@ from kvmss.lab.state import LabError, LabState
 def _domains_under(root: Path) -> list[str]:
     """Destroy and undefine every libvirt domain whose XML names a path
     under ``root``; return their names."""
-    import libvirt
-
     prefix = str(root).rstrip("/") + "/"
     removed = []
     try:
@@ -50,8 +51,6 @@ def _domains_under(root: Path) -> list[str]:
 
 
 def _delete_bridges(root: Path, state: LabState | None) -> list[str]:
-    from hostagent.network.bridge import BridgeError, delete_bridge
-
     names = set(net.links_named(net.bridge_prefix(root)))
     if state is not None:
         names.update(s.bridge for s in state.hosts)

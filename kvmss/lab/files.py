@@ -1,6 +1,5 @@
 """The files of a local lab: its directory (every level searchable by
-libvirt's QEMU user), the daemons' configurations, and their tokens (0600).
-See :mod:`kvmss.lab.state` for the layout."""
+libvirt's QEMU user), the daemons' configurations, and their tokens (0600)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """Networking for the local lab: loopback ports, guest subnets nobody on this
 machine uses, and the lab's bridge names.
-
-pyroute2 is imported inside the functions that read the kernel's tables, so
-importing this module (and the ``kvmss`` CLI) needs nothing but the standard
-library.
 """
 
 from __future__ import annotations
@@ -77,6 +73,7 @@ def pick_subnets(
 def used_networks() -> list[ipaddress.IPv4Network]:
     """IPv4 networks this machine already uses: every interface address's
     network and every route's destination (the default route excepted)."""
+    # pyroute2 loads only here: the kvmss CLI imports this module at start
     from pyroute2 import IPRoute
 
     out: list[ipaddress.IPv4Network] = []
@@ -98,6 +95,7 @@ def _network(addr: Any, prefixlen: Any) -> ipaddress.IPv4Network:
 
 def links_named(prefix: str) -> list[str]:
     """Names of the network links starting with ``prefix``."""
+    # pyroute2 loads only here: the kvmss CLI imports this module at start
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kvmss.base import atomicfile
 from kvmss.base.clock import Clock, SystemClock
+from kvmss.base.waiting import wait_until
 
 TERM_TIMEOUT = 20.0
 KILL_TIMEOUT = 5.0
@@ -93,12 +94,7 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
 
 
 def _wait_gone(pid: int, marker: str, timeout: float, clock: Clock) -> bool:
-    deadline = clock.monotonic() + timeout
-    while alive(pid, marker):
-        if clock.monotonic() >= deadline:
-            return False
-        clock.sleep(POLL)
-    return True
+    return wait_until(clock, lambda: not alive(pid, marker), timeout=timeout, interval=POLL)
 
 
 def stop(

@@ -1,7 +1,7 @@
-"""``kvmss lab up|down|status``: a local lab on this one machine, and the demo
-``make demo`` runs in it.
+"""``kvmss lab up``: a local lab on this one machine, and the demo ``make
+demo`` runs in it.
 
-``up`` builds the tiny image versions 1 and 2, starts a controller (embedded
+It builds the tiny image versions 1 and 2, starts a controller (embedded
 SQLite) and N host agents as detached background processes, each agent its
 own "host" with its own bridge, subnet and storage directory, publishes
 version 1, registers the hosts, creates the scale set from
@@ -9,46 +9,38 @@ version 1, registers the hosts, creates the scale set from
 version 2 and shows the automatic rolling upgrade live, then the upgrade
 history and how to look around. Every step is skipped when already done, so
 ``up`` can be run again on a lab that is up (or was interrupted).
-
-``down`` stops the processes (pid files), deletes the instances through their
-agents and then any domain left whose disks live under the lab's directory,
-deletes the bridges and removes the directory. Built images stay in
-``build/images``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kvmss.base.clock import Clock, SystemClock
+from kvmss.base.waiting import wait_until
 from kvmss.client import imagebuild
 from kvmss.client.api import ApiClient, ApiError, path_of
 from kvmss.client.progress import TERMINAL_CODES, running_code
 from kvmss.client.screen import Screen
-from kvmss.client.tables import history_table, instances_table, values_of
+from kvmss.client.tables import history_table, values_of
 from kvmss.lab import agents as labagents
-from kvmss.lab import daemons, procs
+from kvmss.lab import daemons
 from kvmss.lab import files as labfiles
 from kvmss.lab import state as labstate
-from kvmss.lab.down import down
-from kvmss.lab.files import REPO, read_token, resolve_dir
-from kvmss.lab.state import LabError, LabState, ProcessPaths
-from kvmss.lab.view import follow_upgrade, sorted_vms, target_version, wait_healthy
-
-__all__ = ["DEFAULT_SCALE_SET", "UpOptions", "UpResult", "down", "resolve_dir", "status", "up"]
+from kvmss.lab.files import REPO, read_token
+from kvmss.lab.hints import look_around, take_down
+from kvmss.lab.state import DEFAULT_SCALE_SET, LabError, LabState
+from kvmss.lab.view import follow_upgrade, target_version, wait_healthy
 
 EXAMPLE_MODEL = REPO / "examples" / "demo.json"
 IMAGES = REPO / "build" / "images"
 IMAGE = ("kvmss", "tiny", "1")  # publisher, offer, sku
+URN = ":".join(IMAGE)
 FIRST_VERSION, SECOND_VERSION = "1", "2"
-DEFAULT_SCALE_SET = "demo"
 HEALTHY_TIMEOUT = 900.0
 UPGRADE_START_TIMEOUT = 60.0
 UPGRADE_TIMEOUT = 1800.0
@@ -142,7 +134,8 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
-def _latest(client: ApiClient, name: str) -> Mapping[str, Any] | None:
+def latest_upgrade(client: ApiClient, name: str) -> Mapping[str, Any] | None:
+    """The latest rolling upgrade of scale set ``name``; None when it has had none."""
     try:
         doc = client.get(path_of("scaleSets", name, "rollingUpgrades", "latest"))
     except ApiError as e:
@@ -155,17 +148,15 @@ def _latest(client: ApiClient, name: str) -> Mapping[str, Any] | None:
 def wait_upgrade_started(
     client: ApiClient, name: str, version: str, clock: Clock, timeout: float
 ) -> None:
-    deadline = clock.monotonic() + timeout
-    while True:
-        latest = _latest(client, name)
-        if latest is not None and target_version(latest) == version:
-            return
-        if clock.monotonic() >= deadline:
-            raise LabError(
-                f"no rolling upgrade of {name} to version {version} started within {timeout:.0f}s"
-                " of publishing it"
-            )
-        clock.sleep(1.0)
+    def started() -> bool:
+        latest = latest_upgrade(client, name)
+        return latest is not None and target_version(latest) == version
+
+    if not wait_until(clock, started, timeout=timeout, interval=1.0):
+        raise LabError(
+            f"no rolling upgrade of {name} to version {version} started within {timeout:.0f}s"
+            " of publishing it"
+        )
 
 
 # --- up ----------------------------------------------------------------------------------
@@ -197,6 +188,77 @@ def prepare(opts: UpOptions, screen: Screen) -> LabState:
     return state
 
 
+@dataclass(frozen=True)
+class _Up:
+    """The steps of ``up`` once the daemons answer, on one lab's controller."""
+
+    opts: UpOptions
+    state: LabState
+    client: ApiClient
+    screen: Screen
+    clock: Clock
+
+    def path(self, *parts: str) -> str:
+        return path_of("scaleSets", self.state.scale_set, *parts)
+
+    def register_hosts(self) -> None:
+        registered = {str(h.get("name")) for h in values_of(self.client.get(path_of("hosts")))}
+        for slot in self.state.hosts:
+            if slot.name not in registered:
+                token = read_token(self.state.host(slot).token)
+                body = {"name": slot.name, "url": slot.url, "token": token}
+                self.client.post(path_of("hosts"), body)
+                self.screen.say(f"registered host {slot.name} ({slot.url})")
+
+    def create_scale_set(self) -> None:
+        opts = self.opts
+        self.client.put(self.path(), load_model(opts.model_file, opts.instances))
+        self.screen.say(
+            f"scale set {self.state.scale_set}: {plural(opts.instances, 'instance')} from"
+            f" {opts.model_file.name}, image {URN}:latest, automatic OS upgrades"
+        )
+
+    def upgrade(self, image: Path, latest: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """Once every instance is healthy, publish the second version (unless
+        it is) and wait for its upgrade to start; the latest upgrade then."""
+        wait_healthy(
+            lambda: self.client.get(self.path("virtualMachines")),
+            self.opts.instances,
+            self.screen,
+            self.clock,
+            timeout=self.opts.healthy_timeout,
+        )
+        self.screen.say(f"all {self.opts.instances} instances healthy")
+        if is_published(self.client, SECOND_VERSION):
+            return latest
+        publish(self.client, image, SECOND_VERSION)
+        self.screen.say(
+            f"published {URN}:{SECOND_VERSION}: the controller starts the upgrade itself"
+        )
+        name = self.state.scale_set
+        wait_upgrade_started(self.client, name, SECOND_VERSION, self.clock, UPGRADE_START_TIMEOUT)
+        return latest_upgrade(self.client, name)
+
+    def follow(self, latest: Mapping[str, Any] | None) -> None:
+        """Show the running upgrade live until it ends."""
+        if latest is None:
+            return
+        if running_code(latest) in TERMINAL_CODES:
+            self.screen.say(
+                f"version {SECOND_VERSION} was already published; its upgrade has ended"
+            )
+            return
+        self.screen.say("")
+        follow_upgrade(
+            lambda: self.client.get(self.path("rollingUpgrades", "latest")),
+            lambda: self.client.get(self.path("virtualMachines")),
+            self.screen,
+            self.clock,
+            timeout=self.opts.upgrade_timeout,
+            max_rows=lambda: max(10, shutil.get_terminal_size((100, 40)).lines - 2),
+        )
+
+
 def up(opts: UpOptions, screen: Screen, clock: Clock | None = None) -> UpResult:
     """Everything ``kvmss lab up`` does (see the module's docstring)."""
     clock = clock or SystemClock()
@@ -208,152 +270,22 @@ def up(opts: UpOptions, screen: Screen, clock: Clock | None = None) -> UpResult:
     daemons.start(state, screen, clock)
     check_no_foreign_instances(state)
     client = ApiClient(state.url, read_token(state.controller.token))
-    name = state.scale_set
-    urn = ":".join(IMAGE)
-
+    steps = _Up(opts, state, client, screen, clock)
     if not is_published(client, FIRST_VERSION):
         publish(client, images[FIRST_VERSION], FIRST_VERSION)
-        screen.say(f"published {urn}:{FIRST_VERSION}")
-    registered = {str(h.get("name")) for h in values_of(client.get(path_of("hosts")))}
-    for slot in state.hosts:
-        if slot.name not in registered:
-            token = read_token(state.host(slot).token)
-            client.post(path_of("hosts"), {"name": slot.name, "url": slot.url, "token": token})
-            screen.say(f"registered host {slot.name} ({slot.url})")
-    client.put(path_of("scaleSets", name), load_model(opts.model_file, opts.instances))
-    screen.say(
-        f"scale set {name}: {plural(opts.instances, 'instance')} from {opts.model_file.name},"
-        f" image {urn}:latest, automatic OS upgrades"
-    )
-    vms_path = path_of("scaleSets", name, "virtualMachines")
-    latest = _latest(client, name)
+        screen.say(f"published {URN}:{FIRST_VERSION}")
+    steps.register_hosts()
+    steps.create_scale_set()
+    latest = latest_upgrade(client, state.scale_set)
     if latest is None or running_code(latest) in TERMINAL_CODES:
         # (an upgrade still running, after an interrupted up, is shown right away)
-        wait_healthy(
-            lambda: client.get(vms_path),
-            opts.instances,
-            screen,
-            clock,
-            timeout=opts.healthy_timeout,
-        )
-        screen.say(f"all {opts.instances} instances healthy")
-        if not is_published(client, SECOND_VERSION):
-            publish(client, images[SECOND_VERSION], SECOND_VERSION)
-            screen.say(
-                f"published {urn}:{SECOND_VERSION}: the controller starts the upgrade itself"
-            )
-            wait_upgrade_started(client, name, SECOND_VERSION, clock, UPGRADE_START_TIMEOUT)
-            latest = _latest(client, name)
-    if latest is not None and running_code(latest) not in TERMINAL_CODES:
-        screen.say("")
-        latest_path = path_of("scaleSets", name, "rollingUpgrades", "latest")
-        follow_upgrade(
-            lambda: client.get(latest_path),
-            lambda: client.get(vms_path),
-            screen,
-            clock,
-            timeout=opts.upgrade_timeout,
-            max_rows=lambda: max(10, shutil.get_terminal_size((100, 40)).lines - 2),
-        )
-    elif latest is not None:
-        screen.say(f"version {SECOND_VERSION} was already published; its upgrade has ended")
-    history = client.get(path_of("scaleSets", name, "osUpgradeHistory"))
+        latest = steps.upgrade(images[SECOND_VERSION], latest)
+    steps.follow(latest)
+    history = client.get(steps.path("osUpgradeHistory"))
+    name = state.scale_set
     screen.say("")
     screen.say(f"OS upgrade history of {name} (kvmss vmss get-os-upgrade-history {name}):")
     screen.say(history_table(history))
     screen.say("")
     screen.say(look_around(state))
     return UpResult(state, history if isinstance(history, Mapping) else {})
-
-
-def kvmss_command() -> str:
-    """How to run this ``kvmss`` from the current directory."""
-    exe = Path(sys.executable).parent / "kvmss"
-    if not exe.exists():
-        return "kvmss"
-    try:
-        rel = exe.relative_to(Path.cwd())
-    except ValueError:
-        return str(exe)
-    return str(rel)
-
-
-def dir_option(root: Path) -> str:
-    return "" if root == resolve_dir(None) else f" --dir {root}"
-
-
-def take_down(root: Path) -> str:
-    """The command that removes the lab at ``root``."""
-    command = f"{kvmss_command()} lab down{dir_option(root)}"
-    return f"make demo-down (or {command})" if root == resolve_dir(None) else command
-
-
-def look_around(state: LabState) -> str:
-    k = kvmss_command()
-    name = state.scale_set
-    logs = ", ".join(str(p.log) for p in (state.controller, *map(state.host, state.hosts)))
-    return "\n".join(
-        [
-            "The lab keeps running. Look around:",
-            f"  export KVMSS_URL={state.url}",
-            f"  export KVMSS_TOKEN_FILE={state.controller.token}",
-            f"  {k} vmss list-instances {name}",
-            f"  {k} vmss rolling-upgrade get-latest {name}",
-            f"  {k} vmss get-os-upgrade-history {name}",
-            f"  {k} host list",
-            f"  {k} lab status{dir_option(state.root)}",
-            f"API: {state.url} (OpenAPI document: {state.url}/openapi.json)",
-            f"token file: {state.controller.token}",
-            f"logs: {logs}",
-            f"Take it down with: {take_down(state.root)}",
-        ]
-    )
-
-
-# --- status ----------------------------------------------------------------------------
-
-
-def _process_line(label: str, url: str, paths: ProcessPaths, answers: Callable[[], bool]) -> str:
-    pid = procs.running_pid(paths.pid, str(paths.config))
-    if pid is None:
-        return f"{label:<11} {url}  not running (log: {paths.log})"
-    return f"{label:<11} {url}  pid {pid}, {'answering' if answers() else 'NOT answering'}"
-
-
-def status(root: Path, screen: Screen) -> bool:
-    """Print what runs in the lab at ``root``; False when there is no lab."""
-    state = labstate.load(root)
-    if state is None:
-        screen.say(f"no lab in {root} (start one with: kvmss lab up)")
-        return False
-    screen.say(f"lab in {root}, scale set {state.scale_set}")
-    screen.say(
-        _process_line(
-            "controller", state.url, state.controller, lambda: daemons.controller_answers(state)
-        )
-    )
-    for slot in state.hosts:
-        paths = state.host(slot)
-        token = read_token(paths.token) if paths.token.exists() else ""
-        line = _process_line(
-            slot.name, slot.url, paths, functools.partial(labagents.answers, slot.url, token)
-        )
-        screen.say(f"{line}; bridge {slot.bridge} {slot.subnet}")
-    if not daemons.controller_answers(state):
-        return True
-    client = ApiClient(state.url, read_token(state.controller.token))
-    try:
-        vms = client.get(path_of("scaleSets", state.scale_set, "virtualMachines"))
-    except ApiError as e:
-        screen.say(f"scale set {state.scale_set}: {e.message}")
-        return True
-    screen.say("")
-    screen.say(instances_table({"value": sorted_vms(vms)}))
-    latest = _latest(client, state.scale_set)
-    if latest is not None:
-        screen.say("")
-        screen.say(
-            f"latest rolling upgrade: {running_code(latest)} to version"
-            f" {target_version(latest) or '-'}"
-        )
-    return True

@@ -25,6 +25,7 @@ STATE_FILE = "lab.json"
 STATE_VERSION = 1
 CONTROLLER_DIR = "controller"
 HOST_DIR_RE = re.compile(r"^host[0-9]{1,3}$")
+DEFAULT_SCALE_SET = "demo"
 
 
 class LabError(Exception):

@@ -1,6 +1,6 @@
 """What ``kvmss lab up`` shows while it waits: instances turning healthy, then
 the rolling upgrade live (batches, each instance's upgrade state and health,
-a progress bar, the elapsed time), on top of :mod:`kvmss.client.progress`.
+a progress bar, the elapsed time).
 
 On a terminal the picture is redrawn in place every poll (once a second);
 elsewhere each change is one line, with the progress line repeated every

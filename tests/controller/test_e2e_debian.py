@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from bench.scalesets import http_probe, scale_set_body
 from hostagent.contract import wire
 from tests.debianimage import debian_image
 from tests.guestlab import GuestLab, guest_lab, wait_until
@@ -52,64 +53,30 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def _script(name: str, text: str, after: list[str]) -> dict[str, Any]:
+    props: dict[str, Any] = {"type": "CustomScript"}
+    if after:
+        props["provisionAfterExtensions"] = after
+    props["settings"] = {"script": _b64("#!/bin/sh\n" + text)}
+    return {"name": name, "properties": props}
+
+
 def model() -> dict[str, Any]:
-    return {
-        "sku": {"name": "debian", "capacity": 2},
-        "properties": {
-            "upgradePolicy": {
-                "mode": "Rolling",
-                "rollingUpgradePolicy": {
-                    "maxBatchInstancePercent": 20,
-                    "maxUnhealthyInstancePercent": 50,
-                    "maxUnhealthyUpgradedInstancePercent": 50,
-                    "pauseTimeBetweenBatches": "PT0S",
-                    "healthTimeout": "PT6M",
-                },
-                "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": True},
-            },
-            "virtualMachineProfile": {
-                "hardwareProfile": {"vCPUs": 1, "memoryMB": 768},
-                "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "debian",
-                        "sku": "1",
-                        "version": "latest",
-                    },
-                    "dataDisks": [{"lun": 0, "diskSizeGB": 1}],
-                },
-                "osProfile": {"computerNamePrefix": "deb", "adminUsername": "ops"},
-                "networkProfile": {
-                    "healthProbe": {
-                        "protocol": "Http",
-                        "port": 8080,
-                        "requestPath": "/health",
-                        "intervalInSeconds": 3,
-                        "numberOfProbes": 2,
-                    }
-                },
-                "extensionProfile": {
-                    "extensions": [
-                        {
-                            "name": "web",
-                            "properties": {
-                                "type": "CustomScript",
-                                "provisionAfterExtensions": ["data"],
-                                "settings": {"script": _b64("#!/bin/sh\n" + WEB)},
-                            },
-                        },
-                        {
-                            "name": "data",
-                            "properties": {
-                                "type": "CustomScript",
-                                "settings": {"script": _b64("#!/bin/sh\n" + DATA)},
-                            },
-                        },
-                    ]
-                },
-            },
-        },
-    }
+    body = scale_set_body(
+        2,
+        ("kvmss", "debian", "1"),
+        prefix="deb",
+        sku_name="debian",
+        memory_mb=768,
+        data_disks=1,
+        health_timeout="PT6M",
+        max_unhealthy_percent=50,
+        max_unhealthy_upgraded_percent=50,
+        probe=http_probe(interval=3, probes=2),
+        extensions=[_script("web", WEB, ["data"]), _script("data", DATA, [])],
+    )
+    body["properties"]["virtualMachineProfile"]["osProfile"]["adminUsername"] = "ops"
+    return body
 
 
 @pytest.fixture(scope="module")

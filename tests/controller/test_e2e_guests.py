@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bench.scalesets import custom_script, http_probe, scale_set_body
 from images.tiny.build import build as build_image
 from tests.agentproc import REPO
 from tests.guestlab import GuestLab, guest_lab, wait_until
@@ -43,55 +44,14 @@ def lab() -> Iterator[GuestLab]:
 
 
 def model() -> dict[str, Any]:
-    return {
-        "sku": {"name": "tiny", "capacity": 6},
-        "properties": {
-            "upgradePolicy": {
-                "mode": "Rolling",
-                "rollingUpgradePolicy": {
-                    "maxBatchInstancePercent": 20,
-                    "maxUnhealthyInstancePercent": 20,
-                    "maxUnhealthyUpgradedInstancePercent": 20,
-                    "pauseTimeBetweenBatches": "PT0S",
-                    "healthTimeout": "PT60S",
-                },
-                "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": True},
-            },
-            "virtualMachineProfile": {
-                "hardwareProfile": {"vCPUs": 1, "memoryMB": 192},
-                "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "tiny",
-                        "sku": "1",
-                        "version": "latest",
-                    },
-                    "dataDisks": [{"lun": 0, "diskSizeGB": 1}],
-                },
-                "osProfile": {"computerNamePrefix": "web"},
-                "networkProfile": {
-                    "healthProbe": {
-                        "protocol": "Http",
-                        "port": 8080,
-                        "requestPath": "/health",
-                        "intervalInSeconds": 2,
-                        "numberOfProbes": 2,
-                    }
-                },
-                "extensionProfile": {
-                    "extensions": [
-                        {
-                            "name": "service",
-                            "properties": {
-                                "type": "CustomScript",
-                                "settings": {"commandToExecute": SERVICE},
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    return scale_set_body(
+        6,
+        ("kvmss", "tiny", "1"),
+        prefix="web",
+        data_disks=1,
+        probe=http_probe(interval=2, probes=2),
+        extensions=[custom_script("service", SERVICE)],
+    )
 
 
 def test_publish_upgrades_automatically_then_a_bad_version_rolls_back(lab: GuestLab) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from bench.scalesets import http_probe, scale_set_body
 from hostagent.contract import wire
 from hostagent.contract.client import AgentClient, AgentError
 from kvmss.base import qemuimg
@@ -149,13 +150,6 @@ def hang_command(hang_version: str) -> str:
     )
 
 
-def extension(name: str, command: str, after: list[str] | None = None) -> dict[str, Any]:
-    props: dict[str, Any] = {"type": "CustomScript", "settings": {"commandToExecute": command}}
-    if after:
-        props["provisionAfterExtensions"] = after
-    return {"name": name, "properties": props}
-
-
 def model(
     offer: str,
     extensions: list[dict[str, Any]],
@@ -167,45 +161,17 @@ def model(
     """3 tiny instances with two 1 GiB data disks (the image mounts lun 0 at
     /data and never touches lun 1), an HTTP probe every 2 s needing 3 in a
     row, following ``latest`` of kvmss/<offer>/1."""
-    return {
-        "sku": {"name": "tiny", "capacity": 3},
-        "properties": {
-            "upgradePolicy": {
-                "mode": "Rolling",
-                "rollingUpgradePolicy": {
-                    "maxBatchInstancePercent": 20,
-                    "maxUnhealthyInstancePercent": max_unhealthy_percent,
-                    "maxUnhealthyUpgradedInstancePercent": 20,
-                    "pauseTimeBetweenBatches": "PT0S",
-                    "healthTimeout": health_timeout,
-                },
-                "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": automatic},
-            },
-            "virtualMachineProfile": {
-                "hardwareProfile": {"vCPUs": 1, "memoryMB": 192},
-                "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": offer,
-                        "sku": "1",
-                        "version": "latest",
-                    },
-                    "dataDisks": [{"lun": 0, "diskSizeGB": 1}, {"lun": 1, "diskSizeGB": 1}],
-                },
-                "osProfile": {"computerNamePrefix": offer},
-                "networkProfile": {
-                    "healthProbe": {
-                        "protocol": "Http",
-                        "port": HTTP_PORT,
-                        "requestPath": "/health",
-                        "intervalInSeconds": 2,
-                        "numberOfProbes": 3,
-                    }
-                },
-                "extensionProfile": {"extensions": extensions},
-            },
-        },
-    }
+    return scale_set_body(
+        3,
+        ("kvmss", offer, "1"),
+        prefix=offer,
+        data_disks=2,
+        health_timeout=health_timeout,
+        automatic=automatic,
+        max_unhealthy_percent=max_unhealthy_percent,
+        probe=http_probe(interval=2, probes=3, port=HTTP_PORT),
+        extensions=extensions,
+    )
 
 
 # -- image variants ------------------------------------------------------------------

@@ -28,6 +28,7 @@ import pytest
 import requests
 import yaml
 
+from bench.scalesets import custom_script, http_probe, scale_set_body
 from bench.served import free_port
 from images.tiny.build import build as build_image
 from kvmss.client import imagebuild
@@ -75,55 +76,15 @@ SHORT_TIMEOUT = 30
 def model(capacity: int = 3, health_timeout: str = f"PT{HEALTH_TIMEOUT}S") -> dict[str, Any]:
     """Rolling upgrades one instance at a time (N <= 5), automatic on publish,
     rolled back when not healthy within ``health_timeout``; two data disks."""
-    return {
-        "sku": {"name": "tiny", "capacity": capacity},
-        "properties": {
-            "upgradePolicy": {
-                "mode": "Rolling",
-                "rollingUpgradePolicy": {
-                    "maxBatchInstancePercent": 20,
-                    "maxUnhealthyInstancePercent": 20,
-                    "maxUnhealthyUpgradedInstancePercent": 20,
-                    "pauseTimeBetweenBatches": "PT0S",
-                    "healthTimeout": health_timeout,
-                },
-                "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": True},
-            },
-            "virtualMachineProfile": {
-                "hardwareProfile": {"vCPUs": 1, "memoryMB": 192},
-                "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "tiny",
-                        "sku": "1",
-                        "version": "latest",
-                    },
-                    "dataDisks": [{"lun": 0, "diskSizeGB": 1}, {"lun": 1, "diskSizeGB": 1}],
-                },
-                "osProfile": {"computerNamePrefix": "flt"},
-                "networkProfile": {
-                    "healthProbe": {
-                        "protocol": "Http",
-                        "port": 8080,
-                        "requestPath": "/health",
-                        "intervalInSeconds": 1,
-                        "numberOfProbes": 2,
-                    }
-                },
-                "extensionProfile": {
-                    "extensions": [
-                        {
-                            "name": "service",
-                            "properties": {
-                                "type": "CustomScript",
-                                "settings": {"commandToExecute": SERVICE},
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    return scale_set_body(
+        capacity,
+        ("kvmss", "tiny", "1"),
+        prefix="flt",
+        data_disks=2,
+        health_timeout=health_timeout,
+        probe=http_probe(interval=1, probes=2),
+        extensions=[custom_script("service", SERVICE)],
+    )
 
 
 class ControllerProcess:

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from bench.scalesets import custom_script
 from hostagent.contract import wire
 from hostagent.contract.client import AgentError
 from images.tiny.build import build as build_image
@@ -47,7 +48,6 @@ from tests.faults.guestfaults import (
     Sample,
     Sampler,
     console,
-    extension,
     fault_lab,
     filled,
     final_states,
@@ -91,18 +91,18 @@ def env() -> Iterator[Env]:
         lab = fl.lab
         for offer in (FLAP, HANG, FRAIL):
             lab.publish(IMAGES / "tiny-1", offer, "1")
-        service = extension("service", service_command())
+        service = custom_script("service", service_command())
         models = {
             FLAP: model(
                 FLAP,
-                [extension("service", service_command(flap_version="2"))],
+                [custom_script("service", service_command(flap_version="2"))],
                 health_timeout="PT60S",
                 # the committed instance flaps while the next batch waits: tolerate one of 3
                 max_unhealthy_percent=40,
             ),
             HANG: model(
                 HANG,
-                [service, extension("setup", hang_command("2"), after=["service"])],
+                [service, custom_script("setup", hang_command("2"), after=["service"])],
                 health_timeout="PT30S",
             ),
             FRAIL: model(FRAIL, [service], health_timeout="PT30S"),

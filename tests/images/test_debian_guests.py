@@ -1,11 +1,11 @@
 """The Debian base image built for real and booted under a real agent.
 
 Versions 1 and 2 are built (or reused) in build/images (the first build of
-a checkout makes the cached tree: debootstrap and packages, 1.5 to 3
-minutes; each version after it takes seconds), checked inside their disks,
-and an instance of version 1 (direct kernel boot) and of a firmware-boot
-build (SeaBIOS, extlinux) each run cloud-init to Healthy and take an ssh
-login as the admin user, with the host key read from the guest's console.
+a checkout makes the cached tree; each version after it takes seconds),
+checked inside their disks, and an instance of version 1 (direct kernel
+boot) and of a firmware-boot build (SeaBIOS, extlinux) each run cloud-init
+to Healthy and take an ssh login as the admin user, with the host key read
+from the guest's console.
 All ``guest`` tests: they run in ``make test``, not ``make test-fast``.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from images.debian import build as debian_build
 from images.debian import recipe, rootfs
 from images.tiny.manifest import Manifest, sha256_file
 from kvmss.base import qemuimg
+from kvmss.base.clock import SystemClock
+from kvmss.base.waiting import wait_for
 from tests import debianimage
 from tests.agentproc import AgentProcess
 from tests.fixtures import storage_root
@@ -102,15 +105,22 @@ def test_versions_share_one_cached_tree_and_differ_in_their_stamp(
     os.unlink(raw)
 
 
-def _view(client: AgentClient, name: str, pred: object, timeout: float) -> wire.InstanceView:
-    deadline = time.monotonic() + timeout
-    view = None
-    while time.monotonic() < deadline:
-        view = client.instance(name)
-        if view is not None and pred(view):  # type: ignore[operator]
-            return view
-        time.sleep(1)
-    raise AssertionError(f"{name} never got there; last view: {view}")
+def _view(
+    client: AgentClient,
+    name: str,
+    pred: Callable[[wire.InstanceView], bool],
+    timeout: float,
+) -> wire.InstanceView:
+    last: list[wire.InstanceView | None] = [None]
+
+    def there() -> wire.InstanceView | None:
+        last[0] = view = client.instance(name)
+        return view if view is not None and pred(view) else None
+
+    got = wait_for(SystemClock(), there, timeout=timeout, interval=1)
+    if got is None:
+        raise AssertionError(f"{name} never got there; last view: {last[0]}")
+    return got
 
 
 # Started detached from cloud-init (systemd-run), so it outlives the script.

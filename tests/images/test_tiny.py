@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hostagent.guest import seed
 from images.tiny import build as tiny_build
 from images.tiny.host import BuildError
 from images.tiny.initramfs import DeviceNode, write_initramfs
+from images.tiny.initrd import BOOT_MODULES
 from images.tiny.kernel import ModuleIndex, find_kernel
 from images.tiny.manifest import Manifest, sha256_file
 from kvmss.base import qemuimg
@@ -190,19 +192,20 @@ def test_initrd_holds_busybox_init_and_boot_modules_in_order(
     load = _cpio(
         ["-i", "--quiet", "--to-stdout", f"lib/modules/{m.kernel_version}/kvmss-load"], archive
     ).decode()
-    assert [line.split()[0] for line in load.splitlines()] == [
-        "virtio_ring",
-        "virtio",
-        "virtio_pci_modern_dev",
-        "virtio_pci_legacy_dev",
-        "virtio_pci",
-        "virtio_blk",
-        "crc16",
-        "mbcache",
-        "jbd2",
-        "crc32c_generic",
-        "ext4",
-    ]
+    order = [line.split()[0] for line in load.splitlines()]
+    assert order == list(BOOT_MODULES)
+    # Each module after what it needs: the virtio stack, then ext4's own.
+    for first, then in [
+        ("virtio_ring", "virtio"),
+        ("virtio", "virtio_pci"),
+        ("virtio_pci_modern_dev", "virtio_pci"),
+        ("virtio_pci", "virtio_blk"),
+        ("crc16", "ext4"),
+        ("mbcache", "ext4"),
+        ("jbd2", "ext4"),
+        ("crc32c_generic", "ext4"),
+    ]:
+        assert order.index(first) < order.index(then), (first, then)
 
 
 def test_same_version_is_reused_and_a_changed_recipe_rebuilds(scratch: Path) -> None:
@@ -345,26 +348,17 @@ def _flatten(text: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("sort_keys", [False, True])
 def test_guest_yaml_reader_understands_safe_dump_network_config(sort_keys: bool) -> None:
-    config = {
-        "version": 2,
-        "ethernets": {
-            "eth0": {
-                "match": {"macaddress": "52:54:00:12:34:56"},
-                "set-name": "eth0",
-                "addresses": ["10.77.0.5/24"],
-                "routes": [{"to": "default", "via": "10.77.0.1"}],
-                "nameservers": {"addresses": ["10.77.0.1"]},
-            },
-            "eth1": {"match": {"macaddress": "52:54:00:ab:cd:ef"}, "addresses": []},
-        },
-    }
+    # What the agent writes into the seed, plus an interface with no address.
+    written = seed.network_config("52:54:00:12:34:56", "10.77.0.5/24", "10.77.0.1", ["10.77.0.1"])
+    config = yaml.safe_load(written)
+    config["ethernets"]["eth1"] = {"match": {"macaddress": "52:54:00:ab:cd:ef"}, "addresses": []}
     flat = _flatten(yaml.safe_dump(config, sort_keys=sort_keys))
     assert flat == {
         "version": "2",
         "ethernets.eth0.match.macaddress": "52:54:00:12:34:56",
         "ethernets.eth0.set-name": "eth0",
         "ethernets.eth0.addresses.0": "10.77.0.5/24",
-        "ethernets.eth0.routes.0.to": "default",
+        "ethernets.eth0.routes.0.to": "0.0.0.0/0",
         "ethernets.eth0.routes.0.via": "10.77.0.1",
         "ethernets.eth0.nameservers.addresses.0": "10.77.0.1",
         "ethernets.eth1.match.macaddress": "52:54:00:ab:cd:ef",

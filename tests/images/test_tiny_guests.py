@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.served import free_port
 from images.tiny import build as tiny_build
 from images.tiny.manifest import Manifest
 from kvmss.base import qemuimg
@@ -97,13 +98,6 @@ def _qmp(sock: Path, command: str) -> None:
                     raise AssertionError(f"QMP {cmd}: {reply['error']}")
                 if "return" in reply:
                     break
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -265,7 +259,7 @@ def vm(guest_image: tuple[Path, Manifest]) -> Iterator[Vm]:
     spare = d / "spare.raw"
     qemuimg.create(data, 64 << 20, "raw")
     qemuimg.create(spare, 64 << 20, "raw")
-    yield Vm(d, manifest, image_dir, overlay, data, spare, _free_port())
+    yield Vm(d, manifest, image_dir, overlay, data, spare, free_port())
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from bench.scalesets import image_reference
 from controller.api.app import create_app
 from controller.service.controller import Controller
 from kvmss.base import qemuimg
@@ -33,14 +34,7 @@ def model(capacity: int = 1, **profile: Any) -> dict[str, Any]:
         "sku": {"capacity": capacity},
         "properties": {
             "virtualMachineProfile": {
-                "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "tiny",
-                        "sku": "1",
-                        "version": "latest",
-                    }
-                },
+                "storageProfile": {"imageReference": image_reference("kvmss", "tiny", "1")},
                 **profile,
             }
         },

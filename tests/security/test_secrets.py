@@ -35,12 +35,14 @@ from typing import Any
 import pytest
 import requests
 
+from bench.scalesets import image_reference
 from hostagent.contract.client import AgentClient
 from kvmss.client.api import ApiClient, path_of
 from tests.fixtures import make_qcow2, storage_root
 from tests.security.hostnet import HostBridge, host_bridge, post_from
 from tests.security.routes import sqlite_dump
-from tests.security.services import AgentServe, ServedController, served_controller
+from tests.security.services import AgentServe, served_controller
+from tests.servedcontroller import ServedController
 
 CUSTOM_SECRET = "CUSTOMDATA-SECRET-7f3a9c1e"
 PROTECTED_SECRET = "PROTECTED-SECRET-b2d84e60"
@@ -81,12 +83,7 @@ def model(capacity: int = 2) -> dict[str, Any]:
             },
             "virtualMachineProfile": {
                 "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "tiny",
-                        "sku": "1",
-                        "version": "latest",
-                    },
+                    "imageReference": image_reference("kvmss", "tiny", "1"),
                     "dataDisks": [{"lun": 0, "diskSizeGB": 1}],
                 },
                 "osProfile": {"computerNamePrefix": "sec", "customData": custom},

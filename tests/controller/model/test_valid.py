@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bench import scalesets
 from controller.model.errors import ModelError
 from controller.model.scaleset import (
     NAME_MAX_LENGTH,
@@ -28,82 +29,44 @@ EXTENSIONS = f"{VM}.extensionProfile.extensions"
 
 
 def full_body() -> dict[str, Any]:
-    """Every field of the model, set explicitly (the brief's example)."""
-    return {
-        "location": "local",
-        "tags": {"team": "web"},
-        "sku": {"name": "tiny", "tier": "Standard", "capacity": 6},
-        "properties": {
-            "upgradePolicy": {
-                "mode": "Rolling",
-                "rollingUpgradePolicy": {
-                    "maxBatchInstancePercent": 20,
-                    "maxUnhealthyInstancePercent": 20,
-                    "maxUnhealthyUpgradedInstancePercent": 20,
-                    "pauseTimeBetweenBatches": "PT0S",
-                    "prioritizeUnhealthyInstances": False,
-                    "healthTimeout": "PT5M",
-                },
-                "automaticOSUpgradePolicy": {
-                    "enableAutomaticOSUpgrade": True,
-                    "disableAutomaticRollback": False,
-                    "useRollingUpgradePolicy": True,
-                },
-            },
-            "virtualMachineProfile": {
-                "hardwareProfile": {"vCPUs": 1, "memoryMB": 256},
-                "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "tiny",
-                        "sku": "1",
-                        "version": "latest",
-                    },
-                    "dataDisks": [{"lun": 0, "diskSizeGB": 1, "createOption": "Empty"}],
-                },
-                "osProfile": {
-                    "computerNamePrefix": "web",
-                    "adminUsername": "azureuser",
-                    "sshPublicKeys": [SSH_KEY],
-                    "customData": base64.b64encode(SECRET.encode()).decode(),
-                },
-                "networkProfile": {
-                    "healthProbe": {
-                        "protocol": "Http",
-                        "port": 8080,
-                        "requestPath": "/health",
-                        "intervalInSeconds": 5,
-                        "numberOfProbes": 2,
-                    }
-                },
-                "extensionProfile": {
-                    "extensions": [
-                        {
-                            "name": "app",
-                            "properties": {
-                                "type": "CustomScript",
-                                "publisher": "Microsoft.Azure.Extensions",
-                                "typeHandlerVersion": "2.1",
-                                "autoUpgradeMinorVersion": True,
-                                "settings": {"commandToExecute": "echo app"},
-                                "protectedSettings": {"script": SECRET_B64},
-                                "provisionAfterExtensions": ["base"],
-                            },
-                        },
-                        {
-                            "name": "base",
-                            "properties": {
-                                "type": "CustomScript",
-                                "settings": {"commandToExecute": "echo base"},
-                                "protectedSettings": {},
-                                "provisionAfterExtensions": [],
-                            },
-                        },
-                    ]
-                },
-            },
-        },
-    }
+    """Every field of the model, set explicitly (the brief's example): the
+    shared builder's body with the fields it leaves out added."""
+    body = scalesets.scale_set_body(
+        6,
+        ("kvmss", "tiny", "1"),
+        prefix="web",
+        memory_mb=256,
+        data_disks=1,
+        health_timeout="PT5M",
+        probe=scalesets.http_probe(interval=5, probes=2),
+        extensions=[
+            scalesets.custom_script("app", "echo app", after=["base"]),
+            scalesets.custom_script("base", "echo base"),
+        ],
+    )
+    body = {"location": "local", "tags": {"team": "web"}, **body}
+    body["sku"]["tier"] = "Standard"
+    policy = body["properties"]["upgradePolicy"]
+    policy["rollingUpgradePolicy"]["prioritizeUnhealthyInstances"] = False
+    policy["automaticOSUpgradePolicy"].update(
+        disableAutomaticRollback=False, useRollingUpgradePolicy=True
+    )
+    vm = body["properties"]["virtualMachineProfile"]
+    vm["storageProfile"]["dataDisks"][0]["createOption"] = "Empty"
+    vm["osProfile"].update(
+        adminUsername="azureuser",
+        sshPublicKeys=[SSH_KEY],
+        customData=base64.b64encode(SECRET.encode()).decode(),
+    )
+    app, base = (e["properties"] for e in vm["extensionProfile"]["extensions"])
+    app.update(
+        publisher="Microsoft.Azure.Extensions",
+        typeHandlerVersion="2.1",
+        autoUpgradeMinorVersion=True,
+        protectedSettings={"script": SECRET_B64},
+    )
+    base.update(protectedSettings={}, provisionAfterExtensions=[])
+    return body
 
 
 def minimal_body() -> dict[str, Any]:
@@ -112,12 +75,7 @@ def minimal_body() -> dict[str, Any]:
         "properties": {
             "virtualMachineProfile": {
                 "storageProfile": {
-                    "imageReference": {
-                        "publisher": "kvmss",
-                        "offer": "tiny",
-                        "sku": "1",
-                        "version": "latest",
-                    }
+                    "imageReference": scalesets.image_reference("kvmss", "tiny", "1")
                 }
             }
         },

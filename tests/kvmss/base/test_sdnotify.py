@@ -392,21 +392,8 @@ def test_agent_notifies_ready_once_both_listeners_serve(abstract_socket: NotifyS
                 pass  # the guest listener accepts too
             return host.name == agent.name
 
-        with agent.log.open("wb") as log:
-            agent.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hostagent.daemon.cli",
-                    "serve",
-                    "--config",
-                    str(agent.config),
-                ],
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **notify_env(abstract_socket)},
-            )
+        agent.spawn(env=notify_env(abstract_socket))
+        assert agent.proc is not None
         try:
             ready = assert_ready_pets_and_stops(abstract_socket, agent.proc, answers)
         finally:

@@ -9,8 +9,6 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from kvmss.cli.main import main
-from kvmss.lab import files
-from kvmss.lab import run as lab
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -69,15 +67,3 @@ def test_a_broken_state_file_is_one_line(tmp_path: Path) -> None:
     code, _out, err = run("status", "--dir", str(tmp_path))
     assert code == 1
     assert err == f"kvmss: {tmp_path / 'lab.json'}: dir: names None, not {str(tmp_path)!r}\n"
-
-
-def test_default_dir_is_absolute_and_in_the_checkout() -> None:
-    d = lab.resolve_dir(None)
-    assert d.is_absolute()
-    assert d == files.REPO / "build" / "lab"
-    assert lab.resolve_dir(Path("rel")) == Path.cwd() / "rel"
-
-
-def test_lab_commands_say_what_to_run_next(tmp_path: Path) -> None:
-    assert lab.take_down(lab.resolve_dir(None)).startswith("make demo-down (or ")
-    assert lab.take_down(tmp_path).endswith(f"lab down --dir {tmp_path}")

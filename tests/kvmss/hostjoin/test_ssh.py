@@ -1,5 +1,5 @@
 """``kvmss host add NAME --ssh`` and ``kvmss host remove NAME --ssh`` against
-a real sshd in a network namespace (tests/sshhost.py) and a real controller:
+a real sshd in a network namespace (tests/deploy/sshhost.py) and a real controller:
 the CLI installs kvmss into a temporary prefix, starts the agent inside the
 namespace, waits for it and registers it; removing it stops the agent and
 takes its configuration away. Host keys are checked: unknown or different
@@ -13,30 +13,26 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import paramiko
 import pytest
 import requests
-import uvicorn
 import yaml
 from click.testing import CliRunner, Result
 
-from bench.served import free_port
-from controller.daemon.server import ControllerConfig, build
-from kvmss.base.clock import FakeClock
 from kvmss.cli.main import main
-from kvmss.hostjoin.join import HostLayout, JoinError, wait_for_agent
+from kvmss.hostjoin.layout import HostLayout
 from kvmss.hostjoin.session import fingerprint
 from kvmss.hostjoin.unitfile import retarget
 from tests.agentproc import REPO
+from tests.deploy.sshhost import SSHD, SshHost, keygen, port_open, ssh_host
+from tests.deploy.wheelhouse import wheelhouse
 from tests.fixtures import storage_root
-from tests.sshhost import SSHD, SshHost, keygen, port_open, ssh_host
-from tests.wheelhouse import wheelhouse
+from tests.servedcontroller import served_controller
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not Path(SSHD).exists() or shutil.which("ip") is None,
@@ -85,37 +81,17 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    with storage_root("ssh") as root, ssh_host(root) as host:
+    with (
+        storage_root("ssh") as root,
+        ssh_host(root) as host,
+        served_controller(root / "ctl", TOKEN) as ctl,
+    ):
         token_file = root / "controller.token"
         token_file.write_text(TOKEN + "\n")
-        port = free_port()
-        cfg = ControllerConfig.from_dict(
-            {
-                "listen": f"127.0.0.1:{port}",
-                "token": TOKEN,
-                "database": str(root / "ctl" / "kvmss.db"),
-                "blob_dir": str(root / "ctl" / "images"),
-            }
-        )
-        ctl, app = build(cfg)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        while not server.started:
-            time.sleep(0.05)
         tag = host.netns.rsplit("-", 1)[1]
         # The bridge lives in the namespace; name and subnet are still unique.
         subnet = f"10.253.{int(tag[:2], 16)}.0/24"
-        url = f"http://127.0.0.1:{port}"
-        try:
-            yield Env(host, root, url, token_file, f"kvb{tag}", subnet, wheelhouse())
-        finally:
-            ctl.close()
-            server.should_exit = True
-            t.join(10)
-            ctl.store.close()
+        yield Env(host, root, ctl.url, token_file, f"kvb{tag}", subnet, wheelhouse())
 
 
 def one_line_error(r: Result) -> str:
@@ -313,25 +289,3 @@ def test_install_script_from_a_source_tree_again(env: Env) -> None:
         [str(prefix / "venv" / "bin" / "kvmss"), "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "version" in out.stdout
-
-
-# --- waiting for the agent ----------------------------------------------------------
-
-
-def test_wait_names_the_url_and_what_failed() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with pytest.raises(JoinError) as e:
-        wait_for_agent(url, "t" * 40, "h", FakeClock(), timeout=3)
-    assert f"GET {url}/v1/host" in str(e.value) and "connection refused" in str(e.value)
-    with pytest.raises(JoinError) as e:
-        wait_for_agent(url, "t" * 40, "h", FakeClock(), timeout=30, down=lambda: "it exited")
-    assert "it exited" in str(e.value)
-
-
-def test_layout_paths_are_checked() -> None:
-    with pytest.raises(ValueError, match="--prefix"):
-        HostLayout.of("relative/path", "/etc/kvmss", "/var/lib/kvmss")
-    with pytest.raises(ValueError, match="--state-dir"):
-        HostLayout.of("/opt/kvmss", "/etc/kvmss", "/var/lib/kvmss; rm -rf /")
-    assert HostLayout().agent_bin == PurePosixPath("/opt/kvmss/venv/bin/kvmss-agent")

@@ -1,5 +1,4 @@
-"""Pointing unit files at a host's own directories (kvmss.hostjoin.unitfile), and the
-small parsers of kvmss.hostjoin.session."""
+"""Pointing unit files at a host's own directories (kvmss.hostjoin.unitfile)."""
 
 from __future__ import annotations
 
@@ -7,8 +6,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from kvmss.hostjoin.join import HostLayout
-from kvmss.hostjoin.session import SshTarget, normalize_fingerprint
+from kvmss.hostjoin.layout import HostLayout
 from kvmss.hostjoin.unitfile import check_path, retarget
 from tests.agentproc import REPO
 
@@ -96,18 +94,3 @@ def test_good_paths_pass() -> None:
     assert check_path("/var/tmp/kvmss-tests/x_1.2+3", "--prefix") == PurePosixPath(
         "/var/tmp/kvmss-tests/x_1.2+3"
     )
-
-
-def test_ssh_target_and_fingerprint_parsing() -> None:
-    t = SshTarget.parse("root@192.0.2.10", 2222)
-    assert (t.user, t.host, t.port) == ("root", "192.0.2.10", 2222)
-    assert t.known_hosts_name == "[192.0.2.10]:2222"
-    assert SshTarget.parse("ops@host-1.example").known_hosts_name == "host-1.example"
-    for bad in ("192.0.2.10", "root@", "a b@host", "root@host;reboot"):
-        with pytest.raises(ValueError, match="USER@ADDRESS"):
-            SshTarget.parse(bad)
-    fp = "SHA256:" + "a1/+" * 10 + "xyz"
-    assert normalize_fingerprint(fp + "=") == fp
-    for bad in ("MD5:16:27:ac", "SHA256:short", "sha256:" + "a" * 43):
-        with pytest.raises(ValueError, match="SHA256:"):
-            normalize_fingerprint(bad)

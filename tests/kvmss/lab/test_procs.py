@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from kvmss.base.clock import SystemClock
+from kvmss.base.waiting import wait_until
 from kvmss.lab import procs
 
 SLEEPER = "import sys, time; print('started', flush=True); time.sleep(60)"
@@ -24,10 +26,11 @@ def start(tmp_path: Path, code: str, marker: str) -> int:
         pid_file=tmp_path / "p.pid",
         cwd=tmp_path,
     )
-    deadline = time.monotonic() + 10
-    while "started" not in (tmp_path / "p.log").read_text():
-        assert time.monotonic() < deadline, "the process did not start"
-        time.sleep(0.05)
+    log = tmp_path / "p.log"
+    started = wait_until(
+        SystemClock(), lambda: "started" in log.read_text(), timeout=10, interval=0.05
+    )
+    assert started, "the process did not start"
     return pid
 
 

@@ -21,6 +21,7 @@ from kvmss.cli.main import main
 from kvmss.client.screen import Screen
 from kvmss.lab import procs
 from kvmss.lab import run as lab
+from kvmss.lab.down import down
 from kvmss.lab.state import LabState
 from tests.fixtures import TEST_ROOT
 
@@ -68,7 +69,7 @@ def gone(pid: int, marker: str) -> bool:
 
 def check_down(root: Path, state: LabState, pids: dict[int, str]) -> None:
     out = io.StringIO()
-    assert lab.down(root, Screen(out, tty=False))
+    assert down(root, Screen(out, tty=False))
     text = out.getvalue()
     assert f"{state.hosts[0].name}: deleted 2 instances" in text
     for pid, marker in pids.items():
@@ -117,4 +118,4 @@ def test_lab_up_down_twice() -> None:
             check_down(root, state, pids)
     finally:
         if root.exists():
-            lab.down(root, Screen(io.StringIO(), tty=False))
+            down(root, Screen(io.StringIO(), tty=False))

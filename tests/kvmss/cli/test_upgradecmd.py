@@ -1,5 +1,6 @@
-"""The ``kvmss`` CLI's rolling upgrade commands (start, cancel, get-latest,
---wait, plan) against the recording stand-in of tests.kvmss.cli.test_main."""
+"""The upgrade commands of ``kvmss vmss`` (rolling-upgrade start, cancel,
+get-latest, --wait; history, manual-upgrade, reimage, plan) against the
+stand-in controller of tests.kvmss.cli.fakecontroller."""
 
 from __future__ import annotations
 
@@ -8,16 +9,8 @@ import json
 import pytest
 
 from kvmss.base.clock import FakeClock
-from tests.kvmss.cli.test_main import (
-    FakeController,
-    Reply,
-    api,
-    run,
-)
+from tests.kvmss.cli.fakecontroller import FakeController, Reply, rows, run
 from tests.kvmss.client.upgradestatus import T0, decision, status
-
-__all__ = ["api"]  # the fixture, used by name
-
 
 LATEST = "/v1/scaleSets/web/rollingUpgrades/latest"
 ALL_DONE = dict.fromkeys("0123", "Succeeded")
@@ -118,3 +111,88 @@ def test_ctrl_c_leaves_the_upgrade_running_and_exits_130(api: FakeController) ->
     assert r.exit_code == 130
     assert "keeps running" in r.stderr
     assert not any(q.path.endswith("/cancel") for q in api.requests)
+
+
+def test_history_table(api: FakeController) -> None:
+    entry = {
+        "properties": {
+            "runningStatus": {
+                "code": "Faulted",
+                "startTime": "2024-05-01T10:00:00.000Z",
+                "endTime": "2024-05-01T10:07:00.000Z",
+            },
+            "progress": {
+                "successfulInstanceCount": 2,
+                "failedInstanceCount": 1,
+                "inProgressInstanceCount": 0,
+                "pendingInstanceCount": 1,
+            },
+            "error": {"code": "Faulted", "message": "x"},
+            "startedBy": "Platform",
+            "targetImageReference": {
+                "publisher": "kvmss",
+                "offer": "tiny",
+                "sku": "1",
+                "version": "2.0.0",
+            },
+            "rollbackInfo": {
+                "successfullyRolledbackInstanceCount": 1,
+                "failedRolledbackInstanceCount": 0,
+                "rollbackError": None,
+            },
+        },
+        "type": "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades",
+        "location": "local",
+    }
+    api.on("GET", "/v1/scaleSets/web/osUpgradeHistory", Reply(200, {"value": [entry]}))
+    r = run(api, "vmss", "get-os-upgrade-history", "web")
+    assert r.exit_code == 0
+    table = rows(r.stdout)
+    assert table[0] == [
+        "START", "END", "CODE", "STARTED BY", "TARGET", "SUCCEEDED", "FAILED", "ROLLED BACK",
+    ]  # fmt: skip
+    assert table[2] == [
+        "2024-05-01T10:00:00.000Z", "2024-05-01T10:07:00.000Z", "Faulted", "Platform",
+        "kvmss:tiny:1:2.0.0", "2", "1", "1",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("verb", "action"), [("manual-upgrade", "manualUpgrade"), ("reimage", "reimage")]
+)
+def test_instance_actions_send_the_ids(api: FakeController, verb: str, action: str) -> None:
+    api.on("POST", f"/v1/scaleSets/web/{action}", Reply(202))
+    r = run(api, "vmss", verb, "web", "--instance-ids", "0", "1", "2")
+    assert r.exit_code == 0, r.output
+    assert api.only().json() == {"instanceIds": ["0", "1", "2"]}
+    assert "0, 1, 2" in r.stdout
+    r = run(api, "vmss", verb, "web", "--instance-ids", "3,4", "--instance-ids", "5")
+    assert api.requests[-1].json() == {"instanceIds": ["3", "4", "5"]}
+    r = run(api, "vmss", verb, "web")
+    assert r.exit_code == 2 and "--instance-ids" in r.output
+
+
+def test_plan_prints_batches_in_order(api: FakeController) -> None:
+    plan = {
+        "targetImageReference": {
+            "publisher": "kvmss",
+            "offer": "tiny",
+            "sku": "1",
+            "version": "2.0.0",
+        },
+        "batchSize": 2,
+        "batches": [["3", "0"], ["1", "4"], ["2"]],
+    }
+    api.on("GET", "/v1/scaleSets/web/rollingUpgrades/plan", Reply(200, plan))
+    r = run(api, "vmss", "plan", "web")
+    assert r.exit_code == 0
+    assert r.stdout.splitlines() == [
+        "target kvmss:tiny:1:2.0.0, batch size 2, 3 batches",
+        "batch 1: 3, 0",
+        "batch 2: 1, 4",
+        "batch 3: 2",
+    ]
+    plan["batches"] = []
+    api.on("GET", "/v1/scaleSets/web/rollingUpgrades/plan", Reply(200, plan))
+    r = run(api, "vmss", "plan", "web")
+    assert r.stdout.strip() == "nothing to upgrade: every instance runs kvmss:tiny:1:2.0.0"

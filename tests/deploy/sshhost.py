@@ -15,11 +15,13 @@ import random
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+from kvmss.base.clock import SystemClock
+from kvmss.base.waiting import wait_until
 
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 2222
@@ -83,9 +85,7 @@ def _kill_all(host: SshHost) -> None:
         for pid in pids:
             with suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + 10
-        while host.pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(SystemClock(), lambda: not host.pids(), timeout=10, interval=0.1)
 
 
 @contextmanager
@@ -152,11 +152,15 @@ def ssh_host(root: Path) -> Iterator[SshHost]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 15
-        while not port_open(inner_ip, SSH_PORT):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {host.sshd_log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        started = wait_until(
+            SystemClock(),
+            lambda: port_open(inner_ip, SSH_PORT),
+            timeout=15,
+            interval=0.05,
+            stop=lambda: proc.poll() is not None,
+        )
+        if not started:
+            raise RuntimeError(f"sshd did not start: {host.sshd_log.read_text()[-2000:]}")
         yield host
     finally:
         _kill_all(host)

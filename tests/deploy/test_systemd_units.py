@@ -23,8 +23,8 @@ import pytest
 
 from controller.daemon.server import ControllerConfig
 from hostagent.daemon.config import AgentConfig
+from tests.agentproc import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "systemd"
 VENV_BIN = REPO / ".venv" / "bin"
 SYSTEM_UNITS = Path("/lib/systemd/system")

@@ -18,7 +18,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +25,13 @@ from typing import Any
 
 import pytest
 import requests
-import uvicorn
 
 from bench.served import free_port
-from controller.daemon.server import ControllerConfig, build
+from controller.daemon.server import ControllerConfig
 from hostagent.daemon.config import AgentConfig
 from tests.agentproc import REPO, AgentProcess
 from tests.fixtures import storage_root
+from tests.servedcontroller import served_controller
 
 VAGRANT = shutil.which("vagrant")
 needs_vagrant = pytest.mark.skipif(
@@ -376,31 +375,8 @@ CONTROLLER_TOKEN = "lab-controller-token-" + "0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def controller_url() -> Iterator[str]:
-    with storage_root("vagrant-ctl") as root:
-        port = free_port()
-        cfg = ControllerConfig.from_dict(
-            {
-                "listen": f"127.0.0.1:{port}",
-                "token": CONTROLLER_TOKEN,
-                "database": str(root / "kvmss.db"),
-                "blob_dir": str(root / "images"),
-            }
-        )
-        ctl, app = build(cfg)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        while not server.started:
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            ctl.close()
-            server.should_exit = True
-            t.join(10)
-            ctl.store.close()
+    with storage_root("vagrant-ctl") as root, served_controller(root, CONTROLLER_TOKEN) as ctl:
+        yield ctl.url
 
 
 @pytest.fixture(scope="module")
