@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.served import FileServer, free_port, scratch_dir, tiny_image_spec  # noqa: E402
-from hostagent.contract import wire  # noqa: E402
+from hostagent.contract import instancespec  # noqa: E402
 from hostagent.daemon.config import AgentConfig  # noqa: E402
 from hostagent.daemon.server import AgentServer  # noqa: E402
 from hostagent.daemon.service import Agent  # noqa: E402
@@ -65,12 +65,12 @@ def main() -> int:
         server.start_background()
         mgr = agent.instances
         specs = {v: tiny_image_spec(files.base_url, v, images / f"tiny-{v}") for v in "12"}
-        spec = wire.InstanceSpec(
+        spec = instancespec.InstanceSpec(
             image=specs["1"],
-            osProfile=wire.OsProfile(computerName="bench"),
-            dataDisks=[wire.DataDisk(lun=0, diskSizeGB=1)],
-            extensions=[wire.Extension(name="httpd", settings={"commandToExecute": HTTPD})],
-            healthProbe=wire.HealthProbe(
+            osProfile=instancespec.OsProfile(computerName="bench"),
+            dataDisks=[instancespec.DataDisk(lun=0, diskSizeGB=1)],
+            extensions=[instancespec.Extension(name="httpd", settings={"commandToExecute": HTTPD})],
+            healthProbe=instancespec.HealthProbe(
                 protocol="Http", port=8080, requestPath="/health", intervalInSeconds=1,
                 numberOfProbes=1,
             ),

@@ -213,10 +213,10 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
         return {"value": [Catalog.manifest(r) for r in ctl.catalog.versions(p, o, s)]}
 
     def _image(p: str, o: str, s: str, v: str) -> Any:
-        from hostagent.contract import wire
+        from hostagent.contract import instancespec
 
         try:
-            ref = wire.ImageReference(publisher=p, offer=o, sku=s, version=v)
+            ref = instancespec.ImageReference(publisher=p, offer=o, sku=s, version=v)
         except ValueError:
             raise ApiError(400, "InvalidParameter", "image reference: invalid") from None
         return ctl.resolve(ref)
@@ -356,16 +356,16 @@ def create_app(ctl: Controller, token: str, staging: Path) -> FastAPI:
 async def _json(request: Request) -> Any:
     import json
 
-    from hostagent.contract import wire
+    from hostagent.contract import limits
 
     raw = await request.body()
-    too_deep = f"the request body nests deeper than {wire.MAX_JSON_DEPTH} levels"
+    too_deep = f"the request body nests deeper than {limits.MAX_JSON_DEPTH} levels"
     try:
         body = json.loads(raw)
     except RecursionError:
         raise ApiError(400, "InvalidJson", too_deep) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "InvalidJson", "the request body is not valid JSON") from None
-    if wire.json_depth(body) > wire.MAX_JSON_DEPTH:
+    if limits.json_depth(body) > limits.MAX_JSON_DEPTH:
         raise ApiError(400, "InvalidJson", too_deep)
     return body

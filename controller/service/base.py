@@ -16,7 +16,7 @@ from controller.model.scaleset import ScaleSetModel, parse_scale_set
 from controller.store.facade import Store
 from controller.upgrade.orchestrator import Orchestrator
 from controller.views.instances import InstanceViews
-from hostagent.contract import wire
+from hostagent.contract import operations
 from hostagent.contract.client import AgentError
 from kvmss.base.clock import Clock
 
@@ -86,7 +86,7 @@ class ControllerBase:
         if self.store.get_scale_set(name) is None:
             raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
 
-    def _wait_op(self, host: str, op: wire.Operation) -> wire.Operation:
+    def _wait_op(self, host: str, op: operations.Operation) -> operations.Operation:
         deadline = self.clock.monotonic() + self.settings.op_timeout_seconds
         while op.status == "InProgress" and self.clock.monotonic() < deadline:
             if self._stop.is_set():

@@ -30,7 +30,7 @@ from controller.store.facade import Store
 from controller.upgrade.orchestrator import Orchestrator
 from controller.upgrade.steps import unconfirmed
 from controller.views.instances import InstanceViews, ObservingPort, host_lister
-from hostagent.contract import wire
+from hostagent.contract import views
 from hostagent.contract.client import AgentClient
 from kvmss.base.clock import Clock
 
@@ -49,7 +49,7 @@ class Controller(HostRegistry, ScaleSets, Reconciler, UpgradeStarts, SetViews):
         agents: AgentPort,
         clock: Clock,
         settings: Settings,
-        probe_host: Callable[[str, str], wire.HostView] | None = None,
+        probe_host: Callable[[str, str], views.HostView] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog

@@ -8,7 +8,7 @@ from typing import Any
 
 from controller.service.base import ControllerBase, ControllerError
 from controller.store.facade import HostRecord
-from hostagent.contract import wire
+from hostagent.contract import views
 from hostagent.contract.client import AgentError
 
 # How long a host's URL and token are taken from memory before the store is
@@ -20,7 +20,7 @@ HOST_ENDPOINT_TTL_SECONDS = 5.0
 class HostRegistry(ControllerBase):
     """Registering, listing and removing host agents; their endpoints."""
 
-    _probe_host: Callable[[str, str], wire.HostView]
+    _probe_host: Callable[[str, str], views.HostView]
     _endpoints: dict[str, tuple[float, tuple[str, str]]]
 
     def host_endpoint(self, host: str) -> tuple[str, str]:

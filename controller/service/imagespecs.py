@@ -10,7 +10,7 @@ from controller.images.catalog import CatalogError
 from controller.model.scaleset import ScaleSetModel
 from controller.service.base import ControllerBase, ControllerError
 from controller.store.facade import ImageRecord
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 
 
 class ImageSpecs(ControllerBase):
@@ -19,19 +19,21 @@ class ImageSpecs(ControllerBase):
     def blob_signature(self, sha256: str) -> str:
         return hmac.new(self.settings.blob_secret, sha256.encode(), hashlib.sha256).hexdigest()
 
-    def image_spec(self, rec: ImageRecord) -> wire.ImageSpec:
+    def image_spec(self, rec: ImageRecord) -> instancespec.ImageSpec:
         base = (
             f"{self.settings.public_url.rstrip('/')}/v1/images/"
             f"{rec.publisher}/{rec.offer}/{rec.sku}/{rec.version}"
         )
 
-        def art(part: str, sha: str | None) -> wire.Artifact | None:
+        def art(part: str, sha: str | None) -> instancespec.Artifact | None:
             if sha is None:
                 return None
-            return wire.Artifact(url=f"{base}/{part}?sig={self.blob_signature(sha)}", sha256=sha)
+            return instancespec.Artifact(
+                url=f"{base}/{part}?sig={self.blob_signature(sha)}", sha256=sha
+            )
 
-        return wire.ImageSpec(
-            reference=wire.ImageReference(
+        return instancespec.ImageSpec(
+            reference=instancespec.ImageReference(
                 publisher=rec.publisher, offer=rec.offer, sku=rec.sku, version=rec.version
             ),
             url=f"{base}/blob?sig={self.blob_signature(rec.sha256)}",
@@ -41,7 +43,7 @@ class ImageSpecs(ControllerBase):
             cmdline=rec.cmdline,
         )
 
-    def resolve(self, ref: wire.ImageReference) -> ImageRecord:
+    def resolve(self, ref: instancespec.ImageReference) -> ImageRecord:
         try:
             return self.catalog.resolve(ref.publisher, ref.offer, ref.sku, ref.version)
         except CatalogError as e:
@@ -50,7 +52,7 @@ class ImageSpecs(ControllerBase):
     def latest_image(self, model: ScaleSetModel) -> ImageRecord:
         ref = model.image_reference
         return self.resolve(
-            wire.ImageReference(
+            instancespec.ImageReference(
                 publisher=ref.publisher, offer=ref.offer, sku=ref.sku, version="latest"
             )
         )

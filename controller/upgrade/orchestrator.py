@@ -45,7 +45,7 @@ from controller.upgrade.steps import (
     no_snapshots,
     unconfirmed,
 )
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Orchestrator:
         self,
         store: Store,
         agents: AgentPort,
-        image_spec: Callable[[ImageRecord], wire.ImageSpec],
+        image_spec: Callable[[ImageRecord], instancespec.ImageSpec],
         clock: Clock,
         recent: Recent = no_snapshots,
     ) -> None:

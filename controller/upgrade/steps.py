@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from controller.fleet.agents import AgentPort
 from controller.store.facade import InstanceRecord, Store, UpgradeInstanceRecord, UpgradeRecord
 from controller.upgrade.faults import crash_point
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.contract.client import AgentError, AgentUnreachable
 from kvmss.base.clock import Clock
 
@@ -56,7 +56,7 @@ RUNNING = "Running"
 Decide = Callable[[UpgradeRecord, str | None, str, str], None]
 # (host, name, max age or None for the default) -> (known, view): the latest
 # snapshot of an instance's view if recent enough (controller.views.instances)
-Recent = Callable[[str, str, float | None], tuple[bool, wire.InstanceView | None]]
+Recent = Callable[[str, str, float | None], tuple[bool, views.InstanceView | None]]
 
 # a snapshot this young is as good as asking
 FRESH_SECONDS = 1.0
@@ -151,7 +151,7 @@ class InstanceSteps:
         policy: Policy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
     ) -> None:
         try:
             if u.state == "Pending":
@@ -203,7 +203,7 @@ class InstanceSteps:
         policy: Policy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
     ) -> None:
         seen = self.observe(inst)
         if seen.version == up.target.version:
@@ -238,7 +238,7 @@ class InstanceSteps:
         up: UpgradeRecord,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
         op_id: str,
     ) -> None:
         try:
@@ -260,7 +260,7 @@ class InstanceSteps:
         policy: Policy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
     ) -> None:
         assert u.operation_id is not None
         if not self._due(up, u, u.started_at or self.clock.now()):
@@ -469,7 +469,7 @@ class InstanceSteps:
         return row is None or not unconfirmed(row)
 
 
-def _observed(view: wire.InstanceView | None) -> Observed:
+def _observed(view: views.InstanceView | None) -> Observed:
     if view is None:
         return Observed(False, None, ("instance missing on its host",))
     return Observed(

@@ -49,16 +49,16 @@ from contextlib import contextmanager
 
 from controller.fleet.agents import AgentPool, AgentPort
 from controller.views.compact import Listed, Packed, listed, pack, unpack
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations, views
 from hostagent.contract.client import AgentError
 from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
 
-HostLister = Callable[[str], list[wire.InstanceView]]
+HostLister = Callable[[str], list[views.InstanceView]]
 # What an agent said of an instance: its view, None (not on its host), or
 # the error that kept it from answering.
-Seen = wire.InstanceView | None | AgentError
+Seen = views.InstanceView | None | AgentError
 # The same for a listing.
 SeenListed = Listed | None | AgentError
 
@@ -115,7 +115,7 @@ class InstanceViews:
 
     # -- recording -------------------------------------------------------------
 
-    def record(self, host: str, name: str, at: float, view: wire.InstanceView | None) -> None:
+    def record(self, host: str, name: str, at: float, view: views.InstanceView | None) -> None:
         """What the agent said of one instance, asked at monotonic ``at``."""
         if self._lister is None:
             return
@@ -217,7 +217,7 @@ class InstanceViews:
 
     def recent(
         self, host: str, name: str, max_age: float | None = None
-    ) -> tuple[bool, wire.InstanceView | None]:
+    ) -> tuple[bool, views.InstanceView | None]:
         """(True, the view or None for "not on its host") when the latest
         word on an instance was asked for at most ``max_age`` seconds ago
         (default: two of the watcher's periods) and no call to its host failed
@@ -244,7 +244,7 @@ class InstanceViews:
             return False, None
         return True, entry[1]
 
-    def cached_or_asked(self, host: str, name: str) -> wire.InstanceView | None:
+    def cached_or_asked(self, host: str, name: str) -> views.InstanceView | None:
         """Inside :meth:`cached_reads`, the latest view there is; otherwise
         (and outside) ask the agent now. Raises the agent's error."""
         if self._lister is not None and getattr(self._local, "cached", False):
@@ -329,36 +329,40 @@ class ObservingPort:
         self._agents = agents
         self._views = views
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> views.InstanceView | None:
         return self._views.cached_or_asked(host, name)
 
-    def put_instance(self, host: str, name: str, spec: wire.InstanceSpec) -> wire.Operation:
+    def put_instance(
+        self, host: str, name: str, spec: instancespec.InstanceSpec
+    ) -> operations.Operation:
         return self._agents.put_instance(host, name, spec)
 
     def reimage(
-        self, host: str, name: str, image: wire.ImageSpec, operation_id: str
-    ) -> wire.Operation:
+        self, host: str, name: str, image: instancespec.ImageSpec, operation_id: str
+    ) -> operations.Operation:
         return self._agents.reimage(host, name, image, operation_id)
 
-    def rollback(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def rollback(self, host: str, name: str, operation_id: str) -> operations.Operation:
         return self._agents.rollback(host, name, operation_id)
 
-    def commit(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def commit(self, host: str, name: str, operation_id: str) -> operations.Operation:
         return self._agents.commit(host, name, operation_id)
 
-    def delete(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def delete(self, host: str, name: str, operation_id: str) -> operations.Operation:
         return self._agents.delete(host, name, operation_id)
 
-    def operation(self, host: str, op_id: str) -> wire.Operation:
+    def operation(self, host: str, op_id: str) -> operations.Operation:
         return self._agents.operation(host, op_id)
 
-    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+    def cancel(
+        self, host: str, name: str, op_id: str, kind: operations.OperationKind
+    ) -> operations.Operation:
         return self._agents.cancel(host, name, op_id, kind)
 
 
 def listing(seen: Seen) -> SeenListed:
     """What a listing shows of an agent's answer."""
-    return listed(pack(seen)) if isinstance(seen, wire.InstanceView) else seen
+    return listed(pack(seen)) if isinstance(seen, views.InstanceView) else seen
 
 
 def _listed(found: Packed | AgentError | _Missing | None) -> SeenListed:

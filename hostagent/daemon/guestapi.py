@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, Request, Response
 
-from hostagent.contract import wire
+from hostagent.contract import names, reports
 from hostagent.daemon.service import Agent
 from hostagent.lifecycle.operations import OperationFailed
 from kvmss.base.httperrors import ApiError, install
@@ -35,7 +35,7 @@ def create_guest_app(agent: Agent) -> FastAPI:
 
     def instance_id_for(name: str, request: Request, authorization: str | None) -> str:
         try:
-            wire.check_instance_name(name)
+            names.check_instance_name(name)
         except ValueError as e:
             raise ApiError(400, "InvalidName", str(e)) from None
         scheme, _, given = (authorization or "").partition(" ")
@@ -60,7 +60,7 @@ def create_guest_app(agent: Agent) -> FastAPI:
     def extension_report(
         name: str,
         ext: str,
-        report: wire.ExtensionReport,
+        report: reports.ExtensionReport,
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:
@@ -79,7 +79,7 @@ def create_guest_app(agent: Agent) -> FastAPI:
     @app.post("/v1/guest/instances/{name}/health", status_code=204)
     def health_report(
         name: str,
-        report: wire.HealthReport,
+        report: reports.HealthReport,
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:

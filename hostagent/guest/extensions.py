@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, names
 
 STATE_DIR = "/var/lib/kvmss"
 # Entries of <STATE_DIR>/extensions that are not extension directories.
@@ -41,10 +41,10 @@ class ExtensionOrderError(ValueError):
     """provisionAfterExtensions names an unknown extension, itself, or a cycle."""
 
 
-def order(extensions: Sequence[wire.Extension]) -> list[wire.Extension]:
+def order(extensions: Sequence[instancespec.Extension]) -> list[instancespec.Extension]:
     """The extensions in provisioning order: each after every extension its
     ``provisionAfterExtensions`` names; otherwise in model order."""
-    by_name: dict[str, wire.Extension] = {}
+    by_name: dict[str, instancespec.Extension] = {}
     for ext in extensions:
         if ext.name in by_name:
             raise ExtensionOrderError(f"extension name {ext.name!r} appears more than once")
@@ -61,7 +61,7 @@ def order(extensions: Sequence[wire.Extension]) -> list[wire.Extension]:
                     " in provisionAfterExtensions"
                 )
     placed: set[str] = set()
-    result: list[wire.Extension] = []
+    result: list[instancespec.Extension] = []
     remaining = list(extensions)
     while remaining:
         ready = next(
@@ -82,7 +82,9 @@ def order(extensions: Sequence[wire.Extension]) -> list[wire.Extension]:
 
 
 def _find_cycle(
-    blocked: list[wire.Extension], by_name: Mapping[str, wire.Extension], placed: set[str]
+    blocked: list[instancespec.Extension],
+    by_name: Mapping[str, instancespec.Extension],
+    placed: set[str],
 ) -> list[str]:
     """A cycle among ``blocked`` (every one waits for an unplaced one), as
     names from the model-earliest member back to it."""
@@ -112,7 +114,7 @@ def user_data_script(
     *,
     instance: str,
     instance_id: str,
-    extensions: Sequence[wire.Extension],
+    extensions: Sequence[instancespec.Extension],
     report_url: str,
     token: str,
     custom_data: str | None,
@@ -124,7 +126,7 @@ def user_data_script(
     ValueError naming the field when a value cannot be delivered (the
     message never contains the token or settings values).
     """
-    wire.check_instance_name(instance)
+    names.check_instance_name(instance)
     if not 1 <= len(instance_id) <= 128 or not instance_id.isprintable():
         raise ValueError("instance_id must be 1-128 printable characters")
     url = report_url.rstrip("/")
@@ -172,13 +174,13 @@ def user_data_script(
     )
 
 
-def _step(ext: wire.Extension, *, instance_id: str, report_url: str, token: str) -> _Step:
+def _step(ext: instancespec.Extension, *, instance_id: str, report_url: str, token: str) -> _Step:
     if ext.type == "CustomScript":
         return _custom_script(ext)
     return _Step("health", _health_script(ext, instance_id, report_url, token).encode())
 
 
-def _custom_script(ext: wire.Extension) -> _Step:
+def _custom_script(ext: instancespec.Extension) -> _Step:
     """protectedSettings win over settings; one of commandToExecute or script."""
     for field, settings in (
         ("protectedSettings", ext.protectedSettings),
@@ -207,7 +209,9 @@ def _custom_script(ext: wire.Extension) -> _Step:
     )
 
 
-def _health_script(ext: wire.Extension, instance_id: str, report_url: str, token: str) -> str:
+def _health_script(
+    ext: instancespec.Extension, instance_id: str, report_url: str, token: str
+) -> str:
     where = f"extension {ext.name!r}: settings"
     settings = ext.settings
     protocol = settings.get("protocol")

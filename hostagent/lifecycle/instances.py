@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.disks.imagecache import ImageRejected
 from hostagent.disks.layout import Layout
 from hostagent.domxml import designer
@@ -77,13 +77,13 @@ class InstanceManager:
 
     # -- stored spec ---------------------------------------------------------
 
-    def spec(self, name: str) -> wire.InstanceSpec | None:
+    def spec(self, name: str) -> instancespec.InstanceSpec | None:
         p = self.layout.spec(name)
         if not p.exists():
             return None
-        return wire.InstanceSpec(**atomicfile.read_json(p))
+        return instancespec.InstanceSpec(**atomicfile.read_json(p))
 
-    def _save_spec(self, name: str, spec: wire.InstanceSpec) -> None:
+    def _save_spec(self, name: str, spec: instancespec.InstanceSpec) -> None:
         self.layout.make_instance_dir(name)
         stored = spec.model_copy(update={"operationId": None})
         atomicfile.write_json(self.layout.spec(name), stored.model_dump(mode="json"))
@@ -102,7 +102,7 @@ class InstanceManager:
     # -- validation done before an operation is accepted (4xx) ----------------
 
     @staticmethod
-    def validate_spec(spec: wire.InstanceSpec) -> None:
+    def validate_spec(spec: instancespec.InstanceSpec) -> None:
         try:
             ordered = extensions.order(spec.extensions)
             extensions.user_data_script(
@@ -123,7 +123,7 @@ class InstanceManager:
         in_use |= {str(e.data["address"]) for e in self.journal.pending() if "address" in e.data}
         return self.subnet.allocate(in_use)
 
-    def create(self, op_id: str, name: str, spec: wire.InstanceSpec) -> None:
+    def create(self, op_id: str, name: str, spec: instancespec.InstanceSpec) -> None:
         existing = self.hv.get(name)
         if existing is not None:
             self._converge(existing, spec)
@@ -190,7 +190,7 @@ class InstanceManager:
         self.journal.record(entry.at("done"))
 
     def _ensure_data_disks(
-        self, name: str, wanted: list[wire.DataDisk]
+        self, name: str, wanted: list[instancespec.DataDisk]
     ) -> tuple[DataDiskRecord, ...]:
         out = []
         for d in sorted(wanted, key=lambda d: d.lun):
@@ -210,7 +210,7 @@ class InstanceManager:
             self.layout.spec(name).unlink(missing_ok=True)
         self.journal.clear(name)
 
-    def _converge(self, dom: Domain, spec: wire.InstanceSpec) -> None:
+    def _converge(self, dom: Domain, spec: instancespec.InstanceSpec) -> None:
         """An existing instance takes the new spec: extensions and probe apply
         from the next generation and at once respectively; new data disks and
         hardware changes apply at the next start. Data disks are never removed."""
@@ -239,7 +239,7 @@ class InstanceManager:
 
     # -- reimage -----------------------------------------------------------------
 
-    def reimage(self, op_id: str, name: str, image: wire.ImageSpec) -> None:
+    def reimage(self, op_id: str, name: str, image: instancespec.ImageSpec) -> None:
         dom = self.domain(name)
         meta = self.meta(dom)
         spec = self.spec(name)
@@ -416,12 +416,12 @@ class InstanceManager:
         except HypervisorError as e:
             raise OperationFailed("StopFailed", str(e)) from None
 
-    def _start(self, name: str, spec: wire.InstanceSpec | None, address: str) -> None:
+    def _start(self, name: str, spec: instancespec.InstanceSpec | None, address: str) -> None:
         if spec is not None:
             self.watch(name, spec, address)
         self.hv.start(name)
 
-    def watch(self, name: str, spec: wire.InstanceSpec, address: str) -> None:
+    def watch(self, name: str, spec: instancespec.InstanceSpec, address: str) -> None:
         if spec.healthProbe is not None:
             self.prober.watch(name, spec.healthProbe, address)
         else:
@@ -487,14 +487,14 @@ class InstanceManager:
 
     # -- views -------------------------------------------------------------------
 
-    def view(self, name: str) -> wire.InstanceView:
+    def view(self, name: str) -> views.InstanceView:
         dom = self.domain(name)
         return self._view(dom)
 
-    def list(self) -> list[wire.InstanceView]:
+    def list(self) -> list[views.InstanceView]:
         return [self._view(d) for d in sorted(self.hv.owned(), key=lambda d: d.name)]
 
-    def _view(self, dom: Domain) -> wire.InstanceView:
+    def _view(self, dom: Domain) -> views.InstanceView:
         meta = self.meta(dom)
         name = dom.name
         power = self.hv.state(name)
@@ -513,14 +513,14 @@ class InstanceManager:
             app_health_expected=app_expected,
             app_health=app,
         )
-        return wire.InstanceView(
+        return views.InstanceView(
             name=name,
             powerState=power,
             address=meta.address,
             current=_gen_view(meta.current),
             previous=_gen_view(meta.previous) if meta.previous else None,
             dataDisks=[
-                wire.DataDiskView(lun=d.lun, diskSizeGB=d.size_gb, path=d.path)
+                views.DataDiskView(lun=d.lun, diskSizeGB=d.size_gb, path=d.path)
                 for d in meta.data_disks
             ],
             extensions=exts,
@@ -530,11 +530,11 @@ class InstanceManager:
         )
 
 
-def _gen_view(g: Generation) -> wire.GenerationView:
-    return wire.GenerationView(
+def _gen_view(g: Generation) -> views.GenerationView:
+    return views.GenerationView(
         generation=g.number,
         instanceId=g.instance_id,
-        image=wire.ImageReference(
+        image=instancespec.ImageReference(
             publisher=g.image.publisher,
             offer=g.image.offer,
             sku=g.image.sku,

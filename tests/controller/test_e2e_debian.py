@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from hostagent.contract import wire
+from hostagent.contract import views
 from tests.debianimage import debian_image
 from tests.guestlab import GuestLab, guest_lab, wait_until
 
@@ -120,7 +120,7 @@ def lab() -> Iterator[GuestLab]:
         yield lab
 
 
-def agent_view(lab: GuestLab, vm: dict[str, Any]) -> wire.InstanceView:
+def agent_view(lab: GuestLab, vm: dict[str, Any]) -> views.InstanceView:
     agent = next(a for a in lab.agents if a.name == vm["host"])
     view = agent.client.instance(vm["name"])
     assert view is not None

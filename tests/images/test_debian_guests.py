@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.served import FileServer
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.contract.client import AgentClient
 from images.debian import build as debian_build
 from images.debian import recipe, rootfs
@@ -102,7 +102,7 @@ def test_versions_share_one_cached_tree_and_differ_in_their_stamp(
     os.unlink(raw)
 
 
-def _view(client: AgentClient, name: str, pred: object, timeout: float) -> wire.InstanceView:
+def _view(client: AgentClient, name: str, pred: object, timeout: float) -> views.InstanceView:
     deadline = time.monotonic() + timeout
     view = None
     while time.monotonic() < deadline:
@@ -132,22 +132,22 @@ def _boot_and_log_in(image_dir: Path, name: str, version: str) -> tuple[str, str
         try:
             agent.start()
             c = agent.client
-            spec = wire.InstanceSpec(
+            spec = instancespec.InstanceSpec(
                 image=debianimage.image_spec(files.base_url, image_dir),
                 vcpus=debianimage.VCPUS,
                 memoryMB=debianimage.MEMORY_MB,
-                osProfile=wire.OsProfile(
+                osProfile=instancespec.OsProfile(
                     computerName=name, adminUsername=ADMIN, sshPublicKeys=[public]
                 ),
                 extensions=[
-                    wire.Extension(name="web", settings={"commandToExecute": WEB_EXT}),
-                    wire.Extension(
+                    instancespec.Extension(name="web", settings={"commandToExecute": WEB_EXT}),
+                    instancespec.Extension(
                         name="version",
                         settings={"commandToExecute": "cat /etc/os-version"},
                         provisionAfterExtensions=["web"],
                     ),
                 ],
-                healthProbe=wire.HealthProbe(
+                healthProbe=instancespec.HealthProbe(
                     protocol="Http",
                     port=8080,
                     requestPath="/health",

@@ -19,7 +19,7 @@ from sqlalchemy import event
 from controller.store.facade import Store, instance_name
 from controller.upgrade.orchestrator import Orchestrator, Policy
 from controller.upgrade.steps import MAX_POLL_INTERVAL
-from hostagent.contract import wire
+from hostagent.contract import operations, views
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
 from tests.controller.upgrade.test_orchestrator import SET, World, image, populate, spec_of, states
@@ -35,12 +35,12 @@ class Counting:
         self.who: list[str] = []  # the instance of each ``instance`` call
         self.polled: list[float] = []  # operation calls
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> views.InstanceView | None:
         self.asked.append(self.clock.now())
         self.who.append(name)
         return self.agents.instance(host, name)
 
-    def operation(self, host: str, op_id: str) -> wire.Operation:
+    def operation(self, host: str, op_id: str) -> operations.Operation:
         self.polled.append(self.clock.now())
         return self.agents.operation(host, op_id)
 
@@ -52,12 +52,12 @@ class Snapshots:
     """What ``recent`` answers: views the test sets, by instance name."""
 
     def __init__(self) -> None:
-        self.views: dict[str, wire.InstanceView] = {}
+        self.views: dict[str, views.InstanceView] = {}
         self.asked = 0
 
     def __call__(
         self, host: str, name: str, max_age: float | None
-    ) -> tuple[bool, wire.InstanceView | None]:
+    ) -> tuple[bool, views.InstanceView | None]:
         self.asked += 1
         view = self.views.get(name)
         return (view is not None), view
@@ -152,7 +152,7 @@ def healthy_snapshots(w: World, snapshots: Snapshots, names: list[str]) -> None:
         view = w.agents.instance("host0", n)
         assert view is not None
         snapshots.views[n] = view.model_copy(
-            update={"health": wire.Health(state="Healthy", reasons=[])}
+            update={"health": views.Health(state="Healthy", reasons=[])}
         )
 
 
@@ -189,7 +189,7 @@ def test_a_fresh_snapshot_commits_without_asking_and_the_gate_reads_healthy_snap
 def unhealthy(snapshots: Snapshots, names: list[str]) -> None:
     for n in names:
         snapshots.views[n] = snapshots.views[n].model_copy(
-            update={"health": wire.Health(state="Unhealthy", reasons=["probe"])}
+            update={"health": views.Health(state="Unhealthy", reasons=["probe"])}
         )
 
 

@@ -13,42 +13,42 @@ import pytest
 
 from controller.views.compact import VIEW_FIELDS, listed, pack, unpack
 from controller.views.instances import InstanceViews, ObservingPort
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.contract.client import AgentError, AgentUnreachable
 from kvmss.base.clock import SystemClock
 
 
-def view(name: str, version: str = "1", health: str = "Healthy", **more: Any) -> wire.InstanceView:
-    gen = wire.GenerationView(
+def view(name: str, version: str = "1", health: str = "Healthy", **more: Any) -> views.InstanceView:
+    gen = views.GenerationView(
         generation=2,
         instanceId=f"{name}-g2",
-        image=wire.ImageReference(publisher="p", offer="o", sku="s", version=version),
+        image=instancespec.ImageReference(publisher="p", offer="o", sku="s", version=version),
         imageSha256="a" * 64,
         osDisk=f"/d/{name}",
     )
-    return wire.InstanceView(
+    return views.InstanceView(
         name=name,
         powerState="running",
         address="10.0.0.2",
         current=gen,
-        health=wire.Health(state=health, reasons=[] if health == "Healthy" else ["probe"]),  # type: ignore[arg-type]
+        health=views.Health(state=health, reasons=[] if health == "Healthy" else ["probe"]),  # type: ignore[arg-type]
         **more,
     )
 
 
-def full_view() -> wire.InstanceView:
+def full_view() -> views.InstanceView:
     v = view("web-1", health="Unhealthy")
     return view(
         "web-1",
         health="Unhealthy",
         previous=v.current,
-        dataDisks=[wire.DataDiskView(lun=0, diskSizeGB=1, path="/d/0")],
+        dataDisks=[views.DataDiskView(lun=0, diskSizeGB=1, path="/d/0")],
         extensions=[
-            wire.ExtensionStatus(
+            views.ExtensionStatus(
                 name="app", status="Failed", exitCode=3, message="m", instanceId="i", time="t"
             )
         ],
-        probe=wire.ProbeStatus(
+        probe=views.ProbeStatus(
             healthy=False,
             consecutiveSuccesses=0,
             consecutiveFailures=2,
@@ -64,7 +64,7 @@ def test_a_packed_view_unpacks_to_the_same_view_and_covers_every_field() -> None
     v = full_view()
     assert unpack(pack(v)) == v
     assert unpack(pack(v)).model_dump() == v.model_dump()
-    assert set(VIEW_FIELDS) == set(wire.InstanceView.model_fields), "pack() misses a new field"
+    assert set(VIEW_FIELDS) == set(views.InstanceView.model_fields), "pack() misses a new field"
     assert listed(pack(v)) == (
         "1",
         "running",
@@ -87,7 +87,7 @@ class Agents:
     """Per-host views, answering the port's ``instance`` and a host listing,
     counting the calls."""
 
-    def __init__(self, hosts: dict[str, list[wire.InstanceView]]) -> None:
+    def __init__(self, hosts: dict[str, list[views.InstanceView]]) -> None:
         self.hosts = hosts
         self.calls: Counter[str] = Counter()
         self.down: set[str] = set()
@@ -97,13 +97,13 @@ class Agents:
         self.cpu = 0.0  # what the watcher's CPU meter reads (see cpu_cost)
         self.cpu_cost = 0.0  # CPU seconds a listing "costs"
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> views.InstanceView | None:
         self.calls["instance"] += 1
         if host in self.down:
             raise AgentUnreachable(host, "ConnectionError")
         return next((v for v in self.hosts[host] if v.name == name), None)
 
-    def list(self, host: str) -> list[wire.InstanceView]:
+    def list(self, host: str) -> list[views.InstanceView]:
         self.calls[f"list {host}"] += 1
         if self.gate is not None:
             self.gate.wait(5)
