@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.served import FileServer, free_port, scratch_dir, tiny_image_spec  # noqa: E402
-from hostagent.contract import wire  # noqa: E402
+from hostagent.contract import instancespec  # noqa: E402
 from hostagent.daemon.config import AgentConfig  # noqa: E402
 from hostagent.daemon.server import AgentServer  # noqa: E402
 from hostagent.daemon.service import Agent  # noqa: E402
@@ -86,13 +86,13 @@ def agent_config(root: Path) -> AgentConfig:
     )
 
 
-def instance_spec(image: wire.ImageSpec) -> wire.InstanceSpec:
-    return wire.InstanceSpec(
+def instance_spec(image: instancespec.ImageSpec) -> instancespec.InstanceSpec:
+    return instancespec.InstanceSpec(
         image=image,
-        osProfile=wire.OsProfile(computerName="bench"),
-        dataDisks=[wire.DataDisk(lun=0, diskSizeGB=1)],
-        extensions=[wire.Extension(name="httpd", settings={"commandToExecute": HTTPD})],
-        healthProbe=wire.HealthProbe(
+        osProfile=instancespec.OsProfile(computerName="bench"),
+        dataDisks=[instancespec.DataDisk(lun=0, diskSizeGB=1)],
+        extensions=[instancespec.Extension(name="httpd", settings={"commandToExecute": HTTPD})],
+        healthProbe=instancespec.HealthProbe(
             protocol="Http", port=8080, requestPath="/health", intervalInSeconds=1,
             numberOfProbes=1,
         ),
@@ -113,7 +113,7 @@ def wait_healthy(agent: Agent, name: str, timeout: float = 120) -> float:
 
 
 def reimage_rounds(
-    agent: Agent, name: str, specs: dict[str, wire.ImageSpec], rounds: int
+    agent: Agent, name: str, specs: dict[str, instancespec.ImageSpec], rounds: int
 ) -> tuple[list[float], list[float]]:
     """Reimage ``name`` back and forth ``rounds`` times; each round's agent
     work and boot to healthy, in seconds."""

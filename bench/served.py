@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 
 
 def free_port() -> int:
@@ -62,18 +62,22 @@ class FileServer:
         self.httpd.server_close()
 
 
-def tiny_image_spec(base_url: str, version: str, manifest_dir: Path) -> wire.ImageSpec:
+def tiny_image_spec(base_url: str, version: str, manifest_dir: Path) -> instancespec.ImageSpec:
     """The ImageSpec of a built tiny image served at ``base_url`` (which serves
     the parent directory of ``manifest_dir``)."""
     m: dict[str, Any] = json.loads((manifest_dir / "manifest.json").read_text())
     rel = manifest_dir.name
 
-    def art(key: str) -> wire.Artifact:
-        return wire.Artifact(url=f"{base_url}/{rel}/{m[key]['file']}", sha256=m[key]["sha256"])
+    def art(key: str) -> instancespec.Artifact:
+        return instancespec.Artifact(
+            url=f"{base_url}/{rel}/{m[key]['file']}", sha256=m[key]["sha256"]
+        )
 
     disk = art("disk")
-    return wire.ImageSpec(
-        reference=wire.ImageReference(publisher="kvmss", offer="tiny", sku="1", version=version),
+    return instancespec.ImageSpec(
+        reference=instancespec.ImageReference(
+            publisher="kvmss", offer="tiny", sku="1", version=version
+        ),
         url=disk.url,
         sha256=disk.sha256,
         kernel=art("kernel"),

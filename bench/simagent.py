@@ -1,9 +1,10 @@
 """Simulated host agents for the load benchmark: many "hosts" in one process,
-each speaking the real agent HTTP contract (docs/design.md "The agent contract",
-:mod:`hostagent.contract.wire`) under its own URL prefix, so the controller reaches
-them through :class:`hostagent.contract.client.AgentClient` exactly as it reaches real
-agents. No libvirt, no disks: an instance is a few fields, so 10,000 of them
-cost nothing to create, and the benchmark measures the controller.
+each speaking the real agent HTTP contract (docs/design.md "The agent contract":
+every call of :mod:`hostagent.contract.calls`, routed by that table) under its
+own URL prefix, so the controller reaches them through
+:class:`hostagent.contract.client.AgentClient` exactly as it reaches real agents.
+No libvirt, no disks: an instance is a few fields, so 10,000 of them cost
+nothing to create, and the benchmark measures the controller.
 
 ``http://127.0.0.1:PORT/<host>`` is the agent of ``<host>``; every call needs
 ``Authorization: Bearer <token>``. Creates finish at once; reimage and
@@ -31,17 +32,23 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from hostagent.contract import calls  # noqa: E402
+
 REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized"}
 REASONS |= {404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
 MAX_BODY = 1 << 20
-ACTIONS = ("reimage", "rollback", "commit", "start", "stop")
 
 
 class Reply(Exception):
@@ -134,14 +141,42 @@ class Host:
     ops: dict[str, Op] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Request:
+    """One call to a simulated agent, as its handler sees it."""
+
+    host: Host
+    params: dict[str, str]  # the call's path parameters
+    body: Any
+    query: str
+    now: float
+
+
+Handler = Callable[[Request], Any]
+
+
 class Agents:
-    """The simulated agents' state and their answers, by host."""
+    """The simulated agents' state and their answers, by host: one handler
+    per call of :mod:`hostagent.contract.calls`, routed by its table."""
 
     def __init__(self, hosts: list[str], op_seconds: float, boot_seconds: float) -> None:
         self.hosts = {h: Host(h) for h in hosts}
         self.op_seconds = op_seconds
         self.boot_seconds = boot_seconds
         self.calls = 0
+        actions = (calls.REIMAGE, calls.ROLLBACK, calls.COMMIT, calls.START, calls.STOP)
+        self.handlers: dict[str, Handler] = {
+            calls.HOST.name: self._host,
+            calls.INSTANCES.name: self._list,
+            calls.INSTANCE.name: self._get,
+            calls.PUT_INSTANCE.name: self._put,
+            calls.DELETE.name: self._delete,
+            calls.OPERATION.name: self._operation,
+            calls.CANCEL.name: self._cancel,
+            **{c.name: partial(self._action, c.name) for c in actions},
+        }
+        if set(self.handlers) != set(calls.BY_NAME):
+            raise RuntimeError("the simulated agent must answer every call of the table")
 
     def _settle(self, inst: Instance, now: float) -> None:
         op = inst.pending
@@ -174,45 +209,57 @@ class Agents:
     def handle(self, method: str, target: str, body: Any) -> tuple[int, Any]:
         self.calls += 1
         url = urlsplit(target)
-        parts = [p for p in url.path.split("/") if p]
-        if parts == ["stats"]:
+        if url.path.strip("/") == "stats":
             n = sum(len(h.instances) for h in self.hosts.values())
             return 200, {"instances": n, "calls": self.calls}
-        if len(parts) < 3 or parts[1] != "v1" or parts[0] not in self.hosts:
+        host_name, _, rest = url.path.lstrip("/").partition("/")
+        path = "/" + rest
+        found = calls.route(method, path) if host_name in self.hosts else None
+        if found is None:
+            if host_name in self.hosts and any(
+                c.match(c.method, path) is not None for c in calls.CALLS
+            ):
+                raise Reply(405, "MethodNotAllowed", f"{method} {url.path}")
             raise Reply(404, "NotFound", f"no route {url.path}")
-        host, rest, now = self.hosts[parts[0]], parts[2:], time.monotonic()
-        if rest == ["host"] and method == "GET":
-            return 200, {
-                "name": host.name,
-                "hypervisor": "test",
-                "libvirtVersion": "9.0.0",
-                "capacity": {"vcpus": 64, "memoryMB": 262144, "diskFreeGB": 4096.0},
-                "instanceCount": len(host.instances),
-                "bridge": "simbr0",
-                "subnet": "10.0.0.0/24",
-            }
-        if rest == ["instances"] and method == "GET":
-            for inst in host.instances.values():
-                self._settle(inst, now)
-            return 200, {"value": [i.view(now) for i in host.instances.values()]}
-        if len(rest) == 2 and rest[0] == "operations" and method == "GET":
-            op = host.ops.get(rest[1])
-            if op is None:
-                raise Reply(404, "NotFound", f"operation {rest[1]} does not exist")
-            if op.instance in host.instances:
-                self._settle(host.instances[op.instance], now)
-            return 200, op.view()
-        if len(rest) == 3 and rest[0] == "operations" and rest[2] == "cancel":
-            return 200, self._cancel(host, rest[1], body or {})
-        if len(rest) == 2 and rest[0] == "instances":
-            return self._instance_call(host, method, rest[1], body, url.query, now)
-        if len(rest) == 3 and rest[0] == "instances" and rest[2] in ACTIONS and method == "POST":
-            return 202, self._action(host, rest[1], rest[2], body or {}, now)
-        raise Reply(405, "MethodNotAllowed", f"{method} {url.path}")
+        call, params = found
+        req = Request(self.hosts[host_name], params, body, url.query, time.monotonic())
+        return call.status, self.handlers[call.name](req)
+
+    # -- the calls ---------------------------------------------------------------
 
     @staticmethod
-    def _cancel(host: Host, op_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _host(req: Request) -> dict[str, Any]:
+        return {
+            "name": req.host.name,
+            "hypervisor": "test",
+            "libvirtVersion": "9.0.0",
+            "capacity": {"vcpus": 64, "memoryMB": 262144, "diskFreeGB": 4096.0},
+            "instanceCount": len(req.host.instances),
+            "bridge": "simbr0",
+            "subnet": "10.0.0.0/24",
+        }
+
+    def _list(self, req: Request) -> dict[str, Any]:
+        for inst in req.host.instances.values():
+            self._settle(inst, req.now)
+        return {"value": [i.view(req.now) for i in req.host.instances.values()]}
+
+    def _get(self, req: Request) -> dict[str, Any]:
+        return self._instance(req.host, req.params["name"], req.now).view(req.now)
+
+    def _operation(self, req: Request) -> dict[str, Any]:
+        op_id, host = req.params["op_id"], req.host
+        op = host.ops.get(op_id)
+        if op is None:
+            raise Reply(404, "NotFound", f"operation {op_id} does not exist")
+        if op.instance in host.instances:
+            self._settle(host.instances[op.instance], req.now)
+        return op.view()
+
+    @staticmethod
+    def _cancel(req: Request) -> dict[str, Any]:
         """An operation not seen yet is recorded Cancelled (it never runs)."""
+        op_id, host, body = req.params["op_id"], req.host, req.body or {}
         if op_id not in host.ops:
             op = Op(op_id, str(body.get("kind")), str(body.get("instance")), time.time(), 0.0)
             op.status, op.ended = "Failed", time.time()
@@ -220,38 +267,33 @@ class Agents:
             host.ops[op_id] = op
         return host.ops[op_id].view()
 
-    def _instance_call(
-        self, host: Host, method: str, name: str, body: Any, query: str, now: float
-    ) -> tuple[int, Any]:
-        if method == "GET":
-            return 200, self._instance(host, name, now).view(now)
-        if method == "PUT":
-            if not isinstance(body, dict) or "image" not in body:
-                raise Reply(400, "InvalidRequest", "body: an InstanceSpec is required")
-            image = body["image"]
-            inst = host.instances.get(name)
-            if inst is None:
-                exts = [str(e["name"]) for e in body.get("extensions", [])]
-                inst = Instance(name, dict(image["reference"]), str(image["sha256"]), exts)
-                host.instances[name] = inst
-            return 202, self._submit(host, inst, "create", body.get("operationId"), 0.0, _nop)
-        if method == "DELETE":
-            op_id = parse_qs(query).get("operationId", [None])[0]
-            inst = host.instances.get(name)
-            if op_id and op_id in host.ops:
-                return 202, host.ops[op_id].view()
-            op = Op(op_id or uuid.uuid4().hex, "delete", name, time.time(), now)
-            op.status, op.ended = "Succeeded", time.time()
-            host.ops[op.id] = op
-            if inst is not None:
-                del host.instances[name]
-            return 202, op.view()
-        raise Reply(405, "MethodNotAllowed", f"{method} instances/{name}")
+    def _put(self, req: Request) -> dict[str, Any]:
+        name, host, body = req.params["name"], req.host, req.body
+        if not isinstance(body, dict) or "image" not in body:
+            raise Reply(400, "InvalidRequest", "body: an InstanceSpec is required")
+        image = body["image"]
+        inst = host.instances.get(name)
+        if inst is None:
+            exts = [str(e["name"]) for e in body.get("extensions", [])]
+            inst = Instance(name, dict(image["reference"]), str(image["sha256"]), exts)
+            host.instances[name] = inst
+        return self._submit(host, inst, "create", body.get("operationId"), 0.0, _nop)
 
-    def _action(
-        self, host: Host, name: str, action: str, body: dict[str, Any], now: float
-    ) -> dict[str, Any]:
-        inst = self._instance(host, name, now)
+    @staticmethod
+    def _delete(req: Request) -> dict[str, Any]:
+        name, host = req.params["name"], req.host
+        op_id = parse_qs(req.query).get("operationId", [None])[0]
+        if op_id and op_id in host.ops:
+            return host.ops[op_id].view()
+        op = Op(op_id or uuid.uuid4().hex, "delete", name, time.time(), req.now)
+        op.status, op.ended = "Succeeded", time.time()
+        host.ops[op.id] = op
+        host.instances.pop(name, None)
+        return op.view()
+
+    def _action(self, action: str, req: Request) -> dict[str, Any]:
+        host, name, body = req.host, req.params["name"], req.body or {}
+        inst = self._instance(host, name, req.now)
         op_id = body.get("operationId")
         boot = self.boot_seconds
         if action == "reimage":

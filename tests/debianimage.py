@@ -23,7 +23,7 @@ from typing import Any
 
 import paramiko
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from images.debian import build as debian_build
 from tests.agentproc import REPO
 
@@ -83,22 +83,22 @@ def prebuild() -> None:
         print(f"{b.directory.name}: {b.seconds:.1f} s", flush=True)
 
 
-def image_spec(base_url: str, image_dir: Path) -> wire.ImageSpec:
+def image_spec(base_url: str, image_dir: Path) -> instancespec.ImageSpec:
     """The ImageSpec of a built Debian image served at ``base_url`` (which
     serves the parent directory of ``image_dir``); a firmware-boot image
     has no kernel in its spec, so the agent boots its disk."""
     m: dict[str, Any] = json.loads((image_dir / "manifest.json").read_text())
 
-    def art(key: str) -> wire.Artifact:
-        return wire.Artifact(
+    def art(key: str) -> instancespec.Artifact:
+        return instancespec.Artifact(
             url=f"{base_url}/{image_dir.name}/{m[key]['file']}", sha256=m[key]["sha256"]
         )
 
     disk = art("disk")
-    ref = wire.ImageReference(publisher="kvmss", offer=OFFER, sku="1", version=m["version"])
+    ref = instancespec.ImageReference(publisher="kvmss", offer=OFFER, sku="1", version=m["version"])
     if m.get("boot", "kernel") == "firmware":
-        return wire.ImageSpec(reference=ref, url=disk.url, sha256=disk.sha256)
-    return wire.ImageSpec(
+        return instancespec.ImageSpec(reference=ref, url=disk.url, sha256=disk.sha256)
+    return instancespec.ImageSpec(
         reference=ref,
         url=disk.url,
         sha256=disk.sha256,

@@ -25,7 +25,7 @@ from controller.api.responses import (
 from controller.images.catalog import Catalog, SkuEntry
 from controller.service.controller import Controller
 from controller.store.facade import ImageRecord
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from kvmss.base.httperrors import ApiError
 
 MAX_UPLOAD_BYTES = 64 << 30
@@ -35,7 +35,7 @@ STAGED_PARTS = ("kernel", "initrd")
 def resolve(ctl: Controller, p: str, o: str, s: str, v: str) -> ImageRecord:
     """The published version the path names (``latest`` the newest), or a 4xx."""
     try:
-        ref = wire.ImageReference(publisher=p, offer=o, sku=s, version=v)
+        ref = instancespec.ImageReference(publisher=p, offer=o, sku=s, version=v)
     except ValueError:
         raise ApiError(400, "InvalidParameter", "image reference: invalid") from None
     return ctl.resolve(ref)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hostagent.contract import wire
+from hostagent.contract import limits
 from kvmss.base.httperrors import ApiError
 
 
@@ -39,13 +39,13 @@ class InstanceIds(BaseModel):
 async def read_json(request: Request) -> Any:
     """The body as JSON, or a 400: not JSON, or nested too deep to be a model."""
     raw = await request.body()
-    too_deep = f"the request body nests deeper than {wire.MAX_JSON_DEPTH} levels"
+    too_deep = f"the request body nests deeper than {limits.MAX_JSON_DEPTH} levels"
     try:
         body = json.loads(raw)
     except RecursionError:
         raise ApiError(400, "InvalidJson", too_deep) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "InvalidJson", "the request body is not valid JSON") from None
-    if wire.json_depth(body) > wire.MAX_JSON_DEPTH:
+    if limits.json_depth(body) > limits.MAX_JSON_DEPTH:
         raise ApiError(400, "InvalidJson", too_deep)
     return body

@@ -20,7 +20,7 @@ from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
 
-from hostagent.contract import wire
+from hostagent.contract.views import ExtensionState, HealthState, HostCapacity
 
 # A field left out of the body when it has no value (never sent as null).
 Absent = SkipJsonSchema[None]
@@ -134,7 +134,7 @@ class HostInfo(Body):
     url: str
     reachable: bool
     hypervisor: Literal["kvm", "qemu", "test"] | Absent = None
-    capacity: wire.HostCapacity | Absent = None
+    capacity: HostCapacity | Absent = None
     instanceCount: int | Absent = None
     libvirtVersion: str | Absent = None
     error: str | Absent = Field(default=None, description="the agent client's error code")
@@ -149,7 +149,7 @@ class HostList(Body):
 
 class InstanceExtension(Body):
     name: str
-    status: wire.ExtensionState
+    status: ExtensionState
     exitCode: int | None
 
 
@@ -165,7 +165,7 @@ class InstanceView(Body):
     imageVersion: str | None = Field(description="null while unknown")
     provisioningState: str
     powerState: str
-    health: wire.HealthState
+    health: HealthState
     healthReasons: list[str]
     extensions: list[InstanceExtension]
     address: str | Absent = None

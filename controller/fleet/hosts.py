@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from controller.base.errors import ControllerError
 from controller.store.facade import HostRecord, Store
-from hostagent.contract import wire
+from hostagent.contract import views
 from hostagent.contract.client import AgentError
 from kvmss.base.clock import Clock
 
@@ -18,7 +18,7 @@ from kvmss.base.clock import Clock
 # removed and registered again), and another controller replica may do that.
 HOST_ENDPOINT_TTL_SECONDS: Final = 5.0
 
-ProbeHost = Callable[[str, str], wire.HostView]  # (url, token) -> what the agent says
+ProbeHost = Callable[[str, str], views.HostView]  # (url, token) -> what the agent says
 
 
 def _not_registered(name: str) -> ControllerError:

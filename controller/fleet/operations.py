@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from controller.base.settings import Settings
 from controller.fleet.agents import AgentPort
-from hostagent.contract import wire
+from hostagent.contract import operations
 from hostagent.contract.client import AgentError
 from kvmss.base.clock import Clock
 from kvmss.base.waiting import wait_for
@@ -24,14 +24,14 @@ class OperationWaiter:
         self._settings = settings
         self._stopping = stopping
 
-    def wait(self, host: str, op: wire.Operation) -> wire.Operation:
+    def wait(self, host: str, op: operations.Operation) -> operations.Operation:
         """``op`` polled until it is no longer InProgress; as last seen when
         the operation timeout passes or the controller stops. An agent that
         does not answer a poll is asked again at the next."""
         latest = op
         first = True
 
-        def ended() -> wire.Operation | None:
+        def ended() -> operations.Operation | None:
             nonlocal latest, first
             if latest.status == "InProgress" and not first:
                 try:

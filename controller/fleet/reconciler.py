@@ -17,8 +17,8 @@ from controller.images.specs import ImageSpecs
 from controller.model.scaleset import ScaleSetModel
 from controller.store.facade import ImageRecord, InstanceRecord, Store, instance_name
 from controller.store.states import ProvisioningState
-from hostagent.contract import wire
 from hostagent.contract.client import AgentError
+from hostagent.contract.operations import Operation
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Reconciler:
                 self._store.instances.update(name, inst.instance_id, state=ProvisioningState.FAILED)
         self._settle(name, ops)
 
-    def _settle(self, name: str, ops: list[tuple[InstanceRecord, wire.Operation]]) -> None:
+    def _settle(self, name: str, ops: list[tuple[InstanceRecord, Operation]]) -> None:
         # One write for every outcome known, made before each wait: a
         # scale-out of hundreds is a few commits, not hundreds.
         settled: dict[str, ProvisioningState] = {}

@@ -1,12 +1,12 @@
 """From the scale set model to what a host agent is sent: the wire
-:class:`~hostagent.contract.wire.InstanceSpec` of one instance."""
+:class:`~hostagent.contract.instancespec.InstanceSpec` of one instance."""
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
 from controller.model.scaleset import ScaleSetModel
-from hostagent.contract import wire
+from hostagent.contract import instancespec, names
 
 
 class SpecError(ValueError):
@@ -17,18 +17,18 @@ class SpecError(ValueError):
 def instance_spec(
     model: ScaleSetModel,
     instance_name: str,
-    image: wire.ImageSpec,
+    image: instancespec.ImageSpec,
     computer_name: str,
     *,
     operation_id: str | None = None,
-) -> wire.InstanceSpec:
+) -> instancespec.InstanceSpec:
     """The spec that creates (or converges) instance ``instance_name`` of
     ``model`` on the resolved ``image`` with host name ``computer_name``.
 
     ``image`` is the caller's: it need not be the model's image reference (an
     instance kept on its previous image in Manual mode, a rollback target).
     """
-    wire.check_instance_name(instance_name)
+    names.check_instance_name(instance_name)
     if not instance_name.startswith(model.name + "-"):
         raise SpecError(
             f"instance name {instance_name!r} does not belong to scale set {model.name!r}"
@@ -38,7 +38,7 @@ def instance_spec(
     try:
         # One model_validate of the whole spec, so an error's location is
         # complete (osProfile.computerName rather than computerName).
-        return wire.InstanceSpec.model_validate(
+        return instancespec.InstanceSpec.model_validate(
             {
                 "image": image,
                 "vcpus": model.vcpus,

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Final, TypedDict
 from controller.base.errors import ControllerError
 from controller.model.versions import newest, parse_version, sort_newest_first
 from controller.store.facade import AlreadyExists, ImageRecord, ImageRef, Store
-from hostagent.contract.wire import IMAGE_PART_RE
+from hostagent.contract.names import IMAGE_PART_RE
 from kvmss.base import atomicfile, qemuimg
 from kvmss.base.clock import Clock, iso8601
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 LATEST: Final = "latest"
 CHUNK: Final = 1 << 20
 DEFAULT_MAX_BYTES: Final = 64 << 30
-CMDLINE_MAX: Final = 1024  # as the agent's wire.ImageSpec.cmdline
+CMDLINE_MAX: Final = 1024  # as the agent's instancespec.ImageSpec.cmdline
 
 # HTTP status for each error code (400 for any code not listed).
 _STATUS: Final = {

@@ -10,7 +10,7 @@ from controller.base.settings import Settings
 from controller.images.catalog import LATEST, Catalog
 from controller.model.scaleset import ScaleSetModel
 from controller.store.facade import ImageRecord
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 
 
 class ImageSpecs:
@@ -23,19 +23,21 @@ class ImageSpecs:
     def blob_signature(self, sha256: str) -> str:
         return hmac.new(self._settings.blob_secret, sha256.encode(), hashlib.sha256).hexdigest()
 
-    def image_spec(self, rec: ImageRecord) -> wire.ImageSpec:
+    def image_spec(self, rec: ImageRecord) -> instancespec.ImageSpec:
         base = (
             f"{self._settings.public_url.rstrip('/')}/v1/images/"
             f"{rec.publisher}/{rec.offer}/{rec.sku}/{rec.version}"
         )
 
-        def art(part: str, sha: str | None) -> wire.Artifact | None:
+        def art(part: str, sha: str | None) -> instancespec.Artifact | None:
             if sha is None:
                 return None
-            return wire.Artifact(url=f"{base}/{part}?sig={self.blob_signature(sha)}", sha256=sha)
+            return instancespec.Artifact(
+                url=f"{base}/{part}?sig={self.blob_signature(sha)}", sha256=sha
+            )
 
-        return wire.ImageSpec(
-            reference=wire.ImageReference(
+        return instancespec.ImageSpec(
+            reference=instancespec.ImageReference(
                 publisher=rec.publisher, offer=rec.offer, sku=rec.sku, version=rec.version
             ),
             url=f"{base}/blob?sig={self.blob_signature(rec.sha256)}",
@@ -45,7 +47,7 @@ class ImageSpecs:
             cmdline=rec.cmdline,
         )
 
-    def resolve(self, ref: wire.ImageReference, version: str | None = None) -> ImageRecord:
+    def resolve(self, ref: instancespec.ImageReference, version: str | None = None) -> ImageRecord:
         """The published record of ``ref`` (of its sku's ``version`` when
         given); a :class:`~controller.images.catalog.CatalogError` if none."""
         v = ref.version if version is None else version

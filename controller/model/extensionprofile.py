@@ -19,7 +19,7 @@ from controller.model.fields import (
     matching,
     not_placeholder,
 )
-from hostagent.contract import wire
+from hostagent.contract import limits, names
 
 # The agent keeps its own files next to the extensions' directories.
 RESERVED_EXTENSION_NAMES = frozenset({"status"})
@@ -93,7 +93,12 @@ def _check_application_health(settings: Mapping[str, Any], protected: Mapping[st
         raise Rule(("settings", "protocol"), "must be 'http', 'https' or 'tcp'")
     for key, low, high, required in (
         ("port", 1, 65535, True),
-        ("intervalInSeconds", 1, 3600, False),
+        (
+            "intervalInSeconds",
+            limits.PROBE_INTERVAL_SECONDS_MIN,
+            limits.PROBE_INTERVAL_SECONDS_MAX,
+            False,
+        ),
     ):
         if key not in settings and not required:
             continue
@@ -102,10 +107,15 @@ def _check_application_health(settings: Mapping[str, Any], protected: Mapping[st
             raise Rule(("settings", key), f"must be an integer between {low} and {high}")
     if protocol.lower() != "tcp" and "requestPath" in settings:
         path = settings["requestPath"]
-        if not isinstance(path, str) or len(path) > 1024 or not REQUEST_PATH_RE.fullmatch(path):
+        if (
+            not isinstance(path, str)
+            or len(path) > limits.REQUEST_PATH_MAX_LENGTH
+            or not REQUEST_PATH_RE.fullmatch(path)
+        ):
             raise Rule(
                 ("settings", "requestPath"),
-                "must be at most 1024 printable ASCII characters without spaces",
+                f"must be at most {limits.REQUEST_PATH_MAX_LENGTH} printable ASCII characters"
+                " without spaces",
             )
 
 
@@ -113,7 +123,7 @@ class Extension(StrictModel):
     name: Annotated[
         str,
         matching(
-            wire.EXTENSION_NAME_RE,
+            names.EXTENSION_NAME_RE,
             "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
         ),
     ]

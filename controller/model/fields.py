@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
-from hostagent.contract import wire
+from hostagent.contract import names
 
 REDACTED = "(redacted)"
 REQUEST_PATH_RE = re.compile(r"^/?[!-~]*$")
@@ -53,7 +53,7 @@ def matching(pattern: re.Pattern[str], reason: str) -> AfterValidator:
 
 
 _PART_REASON = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-ImagePart = Annotated[str, matching(wire.IMAGE_PART_RE, _PART_REASON)]
+ImagePart = Annotated[str, matching(names.IMAGE_PART_RE, _PART_REASON)]
 
 
 def not_placeholder(value: object) -> None:

@@ -31,12 +31,12 @@ from controller.model.vmprofile import (
     OsProfile,
     VirtualMachineProfile,
 )
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 
 RESOURCE_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 
 # Instance names are "<scale set name>-<instance id>" and must be libvirt
-# domain names (wire.INSTANCE_NAME_RE: at most 63 characters), so the scale
+# domain names (names.INSTANCE_NAME_RE: at most 63 characters), so the scale
 # set name leaves room for '-' and an instance id of up to 6 digits.
 INSTANCE_ID_DIGITS = 6
 NAME_MAX_LENGTH = 63 - 1 - INSTANCE_ID_DIGITS
@@ -122,16 +122,16 @@ class ScaleSetModel:
         return self._vm.hardwareProfile.memoryMB
 
     @property
-    def image_reference(self) -> wire.ImageReference:
+    def image_reference(self) -> instancespec.ImageReference:
         ref = self._vm.storageProfile.imageReference
-        return wire.ImageReference(
+        return instancespec.ImageReference(
             publisher=ref.publisher, offer=ref.offer, sku=ref.sku, version=ref.version
         )
 
     @property
-    def data_disks(self) -> list[wire.DataDisk]:
+    def data_disks(self) -> list[instancespec.DataDisk]:
         return [
-            wire.DataDisk(lun=d.lun, diskSizeGB=d.diskSizeGB)
+            instancespec.DataDisk(lun=d.lun, diskSizeGB=d.diskSizeGB)
             for d in self._vm.storageProfile.dataDisks
         ]
 
@@ -145,11 +145,11 @@ class ScaleSetModel:
         return self._vm.osProfile
 
     @property
-    def health_probe(self) -> wire.HealthProbe | None:
+    def health_probe(self) -> instancespec.HealthProbe | None:
         p = self._vm.networkProfile.healthProbe
         if p is None:
             return None
-        return wire.HealthProbe(
+        return instancespec.HealthProbe(
             protocol=p.protocol,
             port=p.port,
             requestPath=p.requestPath,
@@ -158,11 +158,11 @@ class ScaleSetModel:
         )
 
     @property
-    def extensions(self) -> list[wire.Extension]:
+    def extensions(self) -> list[instancespec.Extension]:
         """In model order (the agent orders them by provisionAfterExtensions);
         copies, so changing one does not change the model."""
         return [
-            wire.Extension(
+            instancespec.Extension(
                 name=e.name,
                 type=e.properties.type,
                 settings=copy.deepcopy(e.properties.settings),

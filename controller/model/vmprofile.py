@@ -22,20 +22,17 @@ from controller.model.fields import (
     not_placeholder,
 )
 from controller.model.versions import is_version
-from hostagent.contract import wire
+from hostagent.contract import limits, names
 
 COMPUTER_NAME_PREFIX_MAX_LENGTH = 15
 COMPUTER_NAME_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$")
-
-CUSTOM_DATA_MAX_LENGTH = 65536
-MAX_DATA_DISKS = 16
 
 
 class HardwareProfile(StrictModel):
     """kvmss: the VM size is given directly rather than by a size name."""
 
-    vCPUs: Annotated[int, between(1, 64)] = 1
-    memoryMB: Annotated[int, between(64, 1048576)] = 512
+    vCPUs: Annotated[int, between(limits.VCPUS_MIN, limits.VCPUS_MAX)] = 1
+    memoryMB: Annotated[int, between(limits.MEMORY_MB_MIN, limits.MEMORY_MB_MAX)] = 512
 
 
 class ImageReference(StrictModel):
@@ -55,14 +52,14 @@ class ImageReference(StrictModel):
 
 
 class DataDisk(StrictModel):
-    lun: Annotated[int, between(0, 15)]
-    diskSizeGB: Annotated[int, between(1, 4096)]
+    lun: Annotated[int, between(limits.LUN_MIN, limits.LUN_MAX)]
+    diskSizeGB: Annotated[int, between(limits.DISK_SIZE_GB_MIN, limits.DISK_SIZE_GB_MAX)]
     createOption: Literal["Empty"] = "Empty"
 
 
 class StorageProfile(StrictModel):
     imageReference: ImageReference
-    dataDisks: list[DataDisk] = Field(default_factory=list, max_length=MAX_DATA_DISKS)
+    dataDisks: list[DataDisk] = Field(default_factory=list, max_length=limits.MAX_DATA_DISKS)
 
     @field_validator("dataDisks")
     @classmethod
@@ -90,20 +87,22 @@ class OsProfile(StrictModel):
         Annotated[
             str,
             matching(
-                wire.ADMIN_USERNAME_RE,
+                names.ADMIN_USERNAME_RE,
                 "must be 1-32 lowercase letters, digits, '_' or '-', starting with a letter or '_'",
             ),
         ]
         | None
     ) = None
     # kvmss: Azure nests these as linuxConfiguration.ssh.publicKeys[].keyData.
-    sshPublicKeys: list[str] = Field(default_factory=list, max_length=32, repr=False)
+    sshPublicKeys: list[str] = Field(
+        default_factory=list, max_length=limits.SSH_PUBLIC_KEYS_MAX, repr=False
+    )
     customData: str | None = Field(default=None, repr=False)
 
     @field_validator("adminUsername")
     @classmethod
     def _admin_not_reserved(cls, v: str | None) -> str | None:
-        if v in wire.RESERVED_USERNAMES:
+        if v in names.RESERVED_USERNAMES:
             raise ValueError(f"{v!r} is a system account; choose another name")
         return v
 
@@ -111,7 +110,7 @@ class OsProfile(StrictModel):
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
         for i, key in enumerate(v):
-            if len(key) > wire.SSH_PUBLIC_KEY_MAX_LENGTH or not wire.SSH_PUBLIC_KEY_RE.fullmatch(
+            if len(key) > limits.SSH_PUBLIC_KEY_MAX_LENGTH or not names.SSH_PUBLIC_KEY_RE.fullmatch(
                 key
             ):
                 raise Rule(
@@ -124,8 +123,10 @@ class OsProfile(StrictModel):
     @classmethod
     def _custom_data(cls, v: str) -> str:
         not_placeholder(v)
-        if len(v) > CUSTOM_DATA_MAX_LENGTH:
-            raise ValueError(f"must be at most {CUSTOM_DATA_MAX_LENGTH} characters of base64")
+        if len(v) > limits.CUSTOM_DATA_MAX_LENGTH:
+            raise ValueError(
+                f"must be at most {limits.CUSTOM_DATA_MAX_LENGTH} characters of base64"
+            )
         if not is_base64(v):
             raise ValueError("must be base64-encoded")
         return v
@@ -138,15 +139,24 @@ class HealthProbe(StrictModel):
     protocol: Literal["Http", "Tcp"]
     port: Annotated[int, between(1, 65535)]
     requestPath: str | None = None
-    intervalInSeconds: Annotated[int, between(1, 3600)] = 5
-    numberOfProbes: Annotated[int, between(1, 100)] = 2
+    intervalInSeconds: Annotated[
+        int, between(limits.PROBE_INTERVAL_SECONDS_MIN, limits.PROBE_INTERVAL_SECONDS_MAX)
+    ] = 5
+    numberOfProbes: Annotated[
+        int, between(limits.NUMBER_OF_PROBES_MIN, limits.NUMBER_OF_PROBES_MAX)
+    ] = 2
 
     @field_validator("requestPath")
     @classmethod
     def _path(cls, v: str) -> str:
-        if len(v) > 1024 or not v.startswith("/") or not REQUEST_PATH_RE.fullmatch(v):
+        if (
+            len(v) > limits.REQUEST_PATH_MAX_LENGTH
+            or not v.startswith("/")
+            or not REQUEST_PATH_RE.fullmatch(v)
+        ):
             raise ValueError(
-                "must start with '/' and be at most 1024 printable ASCII characters without spaces"
+                f"must start with '/' and be at most {limits.REQUEST_PATH_MAX_LENGTH} printable"
+                " ASCII characters without spaces"
             )
         return v
 

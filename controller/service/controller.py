@@ -32,7 +32,7 @@ from controller.upgrade.starts import UpgradeStarts
 from controller.upgrade.status import UpgradeReports
 from controller.views.instances import InstanceViews, ObservingPort, host_lister
 from controller.views.setviews import SetViews
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.contract.client import AgentClient
 from kvmss.base.clock import Clock
 
@@ -51,7 +51,7 @@ class Gauges:
     rolling_upgrades: int
 
 
-def _probe(url: str, token: str) -> wire.HostView:
+def _probe(url: str, token: str) -> views.HostView:
     return AgentClient(url, token).host()
 
 
@@ -134,10 +134,10 @@ class Controller:
         self.upgrades.on_published(rec)
         return rec
 
-    def resolve(self, ref: wire.ImageReference) -> ImageRecord:
+    def resolve(self, ref: instancespec.ImageReference) -> ImageRecord:
         return self.images.resolve(ref)
 
-    def image_spec(self, rec: ImageRecord) -> wire.ImageSpec:
+    def image_spec(self, rec: ImageRecord) -> instancespec.ImageSpec:
         return self.images.image_spec(rec)
 
     def blob_signature(self, sha256: str) -> str:

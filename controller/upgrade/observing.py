@@ -9,13 +9,13 @@ from typing import Final
 from controller.fleet.agents import AgentPort
 from controller.store.facade import InstanceRecord, UpgradeInstanceRecord, UpgradeRecord
 from controller.store.states import UpgradeInstanceState
-from hostagent.contract import wire
+from hostagent.contract import views
 from hostagent.contract.client import AgentError, AgentUnreachable
 from kvmss.base.clock import Clock
 
 # (host, name, max age or None for the default) -> (known, view): the latest
 # snapshot of an instance's view if recent enough (controller.views.instances)
-Recent = Callable[[str, str, float | None], tuple[bool, wire.InstanceView | None]]
+Recent = Callable[[str, str, float | None], tuple[bool, views.InstanceView | None]]
 
 # a snapshot this young is as good as asking
 FRESH_SECONDS: Final = 1.0
@@ -36,7 +36,7 @@ class Observed:
     reasons: tuple[str, ...] = ()
 
 
-def observed(view: wire.InstanceView | None) -> Observed:
+def observed(view: views.InstanceView | None) -> Observed:
     if view is None:
         return Observed(False, None, ("instance missing on its host",))
     return Observed(

@@ -48,7 +48,7 @@ from controller.upgrade.observing import Observed, Observer, Recent, no_snapshot
 from controller.upgrade.rollback import Rollbacks
 from controller.upgrade.rows import RowParts, UpgradeRows
 from controller.upgrade.steps import InstanceSteps
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from kvmss.base.clock import Clock
 from kvmss.base.waiting import wait_for, wait_until
 
@@ -62,7 +62,7 @@ class Orchestrator:
         self,
         store: Store,
         agents: AgentPort,
-        image_spec: Callable[[ImageRecord], wire.ImageSpec],
+        image_spec: Callable[[ImageRecord], instancespec.ImageSpec],
         clock: Clock,
         recent: Recent = no_snapshots,
     ) -> None:

@@ -30,7 +30,7 @@ from controller.upgrade.faults import crash_point
 from controller.upgrade.observing import Observed
 from controller.upgrade.rollback import Rollbacks
 from controller.upgrade.rows import RowParts, op_id
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.contract.client import AgentError, AgentUnreachable
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class InstanceSteps:
         policy: RollingPolicy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
     ) -> None:
         try:
             if u.state == UpgradeInstanceState.PENDING:
@@ -105,7 +105,7 @@ class InstanceSteps:
         policy: RollingPolicy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
     ) -> None:
         seen = self._observer.observe(inst)
         if seen.version == up.target.version:
@@ -146,7 +146,7 @@ class InstanceSteps:
         up: UpgradeRecord,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
         operation: str,
     ) -> None:
         try:
@@ -174,7 +174,7 @@ class InstanceSteps:
         policy: RollingPolicy,
         u: UpgradeInstanceRecord,
         inst: InstanceRecord,
-        spec: wire.ImageSpec,
+        spec: instancespec.ImageSpec,
     ) -> None:
         assert u.operation_id is not None
         if not self._observer.due(up, u, u.started_at or self._clock.now()):

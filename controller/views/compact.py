@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
+from hostagent.contract.views import (
+    DataDiskView,
+    ExtensionStatus,
+    GenerationView,
+    Health,
+    InstanceView,
+    ProbeStatus,
+)
 
 Packed = tuple[Any, ...]
 
@@ -41,7 +49,7 @@ class Listed(NamedTuple):
     extensions: tuple[tuple[str, str, int | None], ...]  # name, status, exitCode
 
 
-def _gen(g: wire.GenerationView) -> Packed:
+def _gen(g: GenerationView) -> Packed:
     i = g.image
     return (
         g.generation,
@@ -55,14 +63,16 @@ def _gen(g: wire.GenerationView) -> Packed:
     )
 
 
-def _ungen(p: Packed) -> wire.GenerationView:
-    ref = wire.ImageReference.model_construct(publisher=p[2], offer=p[3], sku=p[4], version=p[5])
-    return wire.GenerationView.model_construct(
+def _ungen(p: Packed) -> GenerationView:
+    ref = instancespec.ImageReference.model_construct(
+        publisher=p[2], offer=p[3], sku=p[4], version=p[5]
+    )
+    return GenerationView.model_construct(
         generation=p[0], instanceId=p[1], image=ref, imageSha256=p[6], osDisk=p[7]
     )
 
 
-def pack(v: wire.InstanceView) -> Packed:
+def pack(v: InstanceView) -> Packed:
     probe = v.probe
     return (
         v.name,
@@ -89,28 +99,28 @@ def pack(v: wire.InstanceView) -> Packed:
     )
 
 
-def unpack(p: Packed) -> wire.InstanceView:
+def unpack(p: Packed) -> InstanceView:
     """The view :func:`pack` was given (built without validating again: it
     was validated when it came from the agent)."""
     name, power, address, current, previous, disks, exts, probe, app, health, op = p
-    return wire.InstanceView.model_construct(
+    return InstanceView.model_construct(
         name=name,
         powerState=power,
         address=address,
         current=_ungen(current),
         previous=None if previous is None else _ungen(previous),
         dataDisks=[
-            wire.DataDiskView.model_construct(lun=d[0], diskSizeGB=d[1], path=d[2]) for d in disks
+            DataDiskView.model_construct(lun=d[0], diskSizeGB=d[1], path=d[2]) for d in disks
         ],
         extensions=[
-            wire.ExtensionStatus.model_construct(
+            ExtensionStatus.model_construct(
                 name=e[0], status=e[1], exitCode=e[2], message=e[3], instanceId=e[4], time=e[5]
             )
             for e in exts
         ],
         probe=None
         if probe is None
-        else wire.ProbeStatus.model_construct(
+        else ProbeStatus.model_construct(
             healthy=probe[0],
             consecutiveSuccesses=probe[1],
             consecutiveFailures=probe[2],
@@ -118,7 +128,7 @@ def unpack(p: Packed) -> wire.InstanceView:
             lastProbeTime=probe[4],
         ),
         applicationHealth=app,
-        health=wire.Health.model_construct(state=health[0], reasons=list(health[1])),
+        health=Health.model_construct(state=health[0], reasons=list(health[1])),
         operation=op,
     )
 

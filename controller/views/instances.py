@@ -15,8 +15,9 @@ from typing import Final
 from controller.base.settings import VIEW_REFRESH_SECONDS
 from controller.fleet.agents import AgentPool, AgentPort
 from controller.views.compact import Listed, Packed, listed, pack, unpack
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations
 from hostagent.contract.client import AgentError
+from hostagent.contract.views import InstanceView
 from kvmss.base.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,10 @@ WATCHER_IDLE_SECONDS: Final = 120.0
 REFRESH_WAIT_SECONDS: Final = 60.0
 CLOSE_SECONDS: Final = 10.0
 
-HostLister = Callable[[str], list[wire.InstanceView]]
+HostLister = Callable[[str], list[InstanceView]]
 # What an agent said of an instance: its view, None (not on its host), or
 # the error that kept it from answering.
-Seen = wire.InstanceView | None | AgentError
+Seen = InstanceView | None | AgentError
 # The same for a listing.
 SeenListed = Listed | None | AgentError
 
@@ -88,7 +89,7 @@ class InstanceViews:
 
     # -- recording -------------------------------------------------------------
 
-    def record(self, host: str, name: str, at: float, view: wire.InstanceView | None) -> None:
+    def record(self, host: str, name: str, at: float, view: InstanceView | None) -> None:
         """What the agent said of one instance, asked at monotonic ``at``."""
         if self._lister is None:
             return
@@ -190,7 +191,7 @@ class InstanceViews:
 
     def recent(
         self, host: str, name: str, max_age: float | None = None
-    ) -> tuple[bool, wire.InstanceView | None]:
+    ) -> tuple[bool, InstanceView | None]:
         """(True, the view or None for "not on its host") when the latest
         word on an instance was asked for at most ``max_age`` seconds ago
         (default: two of the watcher's periods) and no call to its host failed
@@ -217,7 +218,7 @@ class InstanceViews:
             return False, None
         return True, entry[1]
 
-    def cached_or_asked(self, host: str, name: str) -> wire.InstanceView | None:
+    def cached_or_asked(self, host: str, name: str) -> InstanceView | None:
         """Inside :meth:`cached_reads`, the latest view there is; otherwise
         (and outside) ask the agent now. Raises the agent's error."""
         if self._lister is not None and getattr(self._local, "cached", False):
@@ -301,36 +302,40 @@ class ObservingPort:
         self._agents = agents
         self._views = views
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> InstanceView | None:
         return self._views.cached_or_asked(host, name)
 
-    def put_instance(self, host: str, name: str, spec: wire.InstanceSpec) -> wire.Operation:
+    def put_instance(
+        self, host: str, name: str, spec: instancespec.InstanceSpec
+    ) -> operations.Operation:
         return self._agents.put_instance(host, name, spec)
 
     def reimage(
-        self, host: str, name: str, image: wire.ImageSpec, operation_id: str
-    ) -> wire.Operation:
+        self, host: str, name: str, image: instancespec.ImageSpec, operation_id: str
+    ) -> operations.Operation:
         return self._agents.reimage(host, name, image, operation_id)
 
-    def rollback(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def rollback(self, host: str, name: str, operation_id: str) -> operations.Operation:
         return self._agents.rollback(host, name, operation_id)
 
-    def commit(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def commit(self, host: str, name: str, operation_id: str) -> operations.Operation:
         return self._agents.commit(host, name, operation_id)
 
-    def delete(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def delete(self, host: str, name: str, operation_id: str) -> operations.Operation:
         return self._agents.delete(host, name, operation_id)
 
-    def operation(self, host: str, op_id: str) -> wire.Operation:
+    def operation(self, host: str, op_id: str) -> operations.Operation:
         return self._agents.operation(host, op_id)
 
-    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+    def cancel(
+        self, host: str, name: str, op_id: str, kind: operations.OperationKind
+    ) -> operations.Operation:
         return self._agents.cancel(host, name, op_id, kind)
 
 
 def listing(seen: Seen) -> SeenListed:
     """What a listing shows of an agent's answer."""
-    return listed(pack(seen)) if isinstance(seen, wire.InstanceView) else seen
+    return listed(pack(seen)) if isinstance(seen, InstanceView) else seen
 
 
 def _listed(found: Packed | AgentError | _Missing | None) -> SeenListed:

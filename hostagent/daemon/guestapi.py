@@ -10,7 +10,8 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, Request, Response
 
-from hostagent.contract import wire
+from hostagent.contract.names import check_instance_name
+from hostagent.contract.reports import ExtensionReport, HealthReport
 from hostagent.daemon.service import Agent
 from hostagent.lifecycle.operations import OperationFailed
 from kvmss.base.httperrors import ApiError, install
@@ -35,7 +36,7 @@ def _current_instance_id(
     """The current instance-id of ``name``, once the request is its guest's
     own and reports on that instance-id (``claimed``)."""
     try:
-        wire.check_instance_name(name)
+        check_instance_name(name)
     except ValueError as e:
         raise ApiError(400, "InvalidName", str(e)) from None
     scheme, _, given = (authorization or "").partition(" ")
@@ -67,7 +68,7 @@ def create_guest_app(agent: Agent) -> FastAPI:
     def extension_report(
         name: str,
         ext: str,
-        report: wire.ExtensionReport,
+        report: ExtensionReport,
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:
@@ -84,7 +85,7 @@ def create_guest_app(agent: Agent) -> FastAPI:
     @app.post("/v1/guest/instances/{name}/health", status_code=204)
     def health_report(
         name: str,
-        report: wire.HealthReport,
+        report: HealthReport,
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from hostagent.contract import wire
+from hostagent.contract import operations, views
 from hostagent.daemon.config import AgentConfig
 from hostagent.disks.imagecache import ImageCache
 from hostagent.disks.layout import Layout
@@ -83,7 +83,7 @@ class Agent:
         agent.ops.on_finish = agent._settle
         return agent
 
-    def _settle(self, op: wire.Operation) -> None:
+    def _settle(self, op: operations.Operation) -> None:
         """After an operation's worker returns: clear its journal entry if it got
         to the end, or finish/undo it if it stopped half way (a bug or a host
         failure raised out of the middle of it)."""
@@ -147,13 +147,13 @@ class Agent:
         self.ops.shutdown()
         self.hv.close()
 
-    def host_view(self) -> wire.HostView:
+    def host_view(self) -> views.HostView:
         cpus, mem = self.hv.capacity()
-        return wire.HostView(
+        return views.HostView(
             name=self.config.name,
             hypervisor=self.domain_type,
             libvirtVersion=self.hv.libvirt_version(),
-            capacity=wire.HostCapacity(
+            capacity=views.HostCapacity(
                 vcpus=cpus, memoryMB=mem, diskFreeGB=disk_free_gb(str(self.layout.root))
             ),
             instanceCount=len(self.hv.owned()),

@@ -29,7 +29,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostagent.contract.wire import check_instance_name
+from hostagent.contract.names import check_instance_name
 
 log = logging.getLogger(__name__)
 

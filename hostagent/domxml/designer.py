@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from hostagent.contract import limits
 from hostagent.domxml.devices import Disk, Interface, OsBoot
 from hostagent.domxml.domain import Domain
 from hostagent.domxml.metadata import DataDiskRecord, Generation, Metadata
@@ -31,7 +32,6 @@ OS_DISK_TARGET = "vda"
 SEED_TARGET = "sda"
 WRITABLE_DISK_CACHE = "writeback"
 WRITABLE_DISK_DISCARD = "unmap"
-MAX_LUN = 15
 MACHINE = "pc"
 
 
@@ -51,8 +51,8 @@ class InstanceLayout:
 
 def data_disk_target(lun: int) -> str:
     """The target of data disk ``lun``: 0 -> "vdb", 1 -> "vdc", ... 15 -> "vdq"."""
-    if not 0 <= lun <= MAX_LUN:
-        raise ValueError(f"data disk lun {lun} is out of range 0-{MAX_LUN}")
+    if not limits.LUN_MIN <= lun <= limits.LUN_MAX:
+        raise ValueError(f"data disk lun {lun} is out of range {limits.LUN_MIN}-{limits.LUN_MAX}")
     return "vd" + chr(ord("b") + lun)
 
 

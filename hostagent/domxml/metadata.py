@@ -10,6 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from hostagent.contract import limits
 from hostagent.domxml.fields import (
     absolute,
     attr,
@@ -135,10 +136,15 @@ class DataDiskRecord:
     path: str
 
     def __post_init__(self) -> None:
-        if not 0 <= self.lun <= 15:
-            raise ValueError(f"data disk lun {self.lun} is out of range 0-15")
-        if self.size_gb < 1:
-            raise ValueError(f"data disk lun {self.lun}: size_gb {self.size_gb} must be 1 or more")
+        if not limits.LUN_MIN <= self.lun <= limits.LUN_MAX:
+            raise ValueError(
+                f"data disk lun {self.lun} is out of range {limits.LUN_MIN}-{limits.LUN_MAX}"
+            )
+        if self.size_gb < limits.DISK_SIZE_GB_MIN:
+            raise ValueError(
+                f"data disk lun {self.lun}: size_gb {self.size_gb}"
+                f" must be {limits.DISK_SIZE_GB_MIN} or more"
+            )
         absolute(f"data disk lun {self.lun} path", self.path)
 
     def to_element(self) -> ET.Element:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
+from hostagent.contract.names import check_instance_name
 
 STATE_DIR = "/var/lib/kvmss"
 # Entries of <STATE_DIR>/extensions that are not extension directories.
@@ -41,10 +42,10 @@ class ExtensionOrderError(ValueError):
     """provisionAfterExtensions names an unknown extension, itself, or a cycle."""
 
 
-def order(extensions: Sequence[wire.Extension]) -> list[wire.Extension]:
+def order(extensions: Sequence[instancespec.Extension]) -> list[instancespec.Extension]:
     """The extensions in provisioning order: each after every extension its
     ``provisionAfterExtensions`` names; otherwise in model order."""
-    by_name: dict[str, wire.Extension] = {}
+    by_name: dict[str, instancespec.Extension] = {}
     for ext in extensions:
         if ext.name in by_name:
             raise ExtensionOrderError(f"extension name {ext.name!r} appears more than once")
@@ -61,7 +62,7 @@ def order(extensions: Sequence[wire.Extension]) -> list[wire.Extension]:
                     " in provisionAfterExtensions"
                 )
     placed: set[str] = set()
-    result: list[wire.Extension] = []
+    result: list[instancespec.Extension] = []
     remaining = list(extensions)
     while remaining:
         ready = next(
@@ -82,7 +83,9 @@ def order(extensions: Sequence[wire.Extension]) -> list[wire.Extension]:
 
 
 def _find_cycle(
-    blocked: list[wire.Extension], by_name: Mapping[str, wire.Extension], placed: set[str]
+    blocked: list[instancespec.Extension],
+    by_name: Mapping[str, instancespec.Extension],
+    placed: set[str],
 ) -> list[str]:
     """A cycle among ``blocked`` (every one waits for an unplaced one), as
     names from the model-earliest member back to it."""
@@ -112,7 +115,7 @@ def user_data_script(
     *,
     instance: str,
     instance_id: str,
-    extensions: Sequence[wire.Extension],
+    extensions: Sequence[instancespec.Extension],
     report_url: str,
     token: str,
     custom_data: str | None,
@@ -154,7 +157,7 @@ def user_data_script(
 def _check_delivery(instance: str, instance_id: str, report_url: str, token: str) -> str:
     """The report URL without its trailing slash, once every value the
     script carries is one it can deliver."""
-    wire.check_instance_name(instance)
+    check_instance_name(instance)
     if not 1 <= len(instance_id) <= 128 or not instance_id.isprintable():
         raise ValueError("instance_id must be 1-128 printable characters")
     url = report_url.rstrip("/")
@@ -166,7 +169,7 @@ def _check_delivery(instance: str, instance_id: str, report_url: str, token: str
 
 
 def _extension_calls(
-    ordered: Sequence[wire.Extension], *, instance_id: str, report_url: str, token: str
+    ordered: Sequence[instancespec.Extension], *, instance_id: str, report_url: str, token: str
 ) -> list[str]:
     """One ``kvmss_extension`` line per extension, dependencies as indexes."""
     index = {e.name: i for i, e in enumerate(ordered, start=1)}
@@ -186,13 +189,13 @@ def _extension_calls(
     return calls
 
 
-def _step(ext: wire.Extension, *, instance_id: str, report_url: str, token: str) -> _Step:
+def _step(ext: instancespec.Extension, *, instance_id: str, report_url: str, token: str) -> _Step:
     if ext.type == "CustomScript":
         return _custom_script(ext)
     return _Step("health", _health_script(ext, instance_id, report_url, token).encode())
 
 
-def _custom_script(ext: wire.Extension) -> _Step:
+def _custom_script(ext: instancespec.Extension) -> _Step:
     """protectedSettings win over settings; one of commandToExecute or script."""
     for field, settings in (
         ("protectedSettings", ext.protectedSettings),
@@ -221,7 +224,9 @@ def _custom_script(ext: wire.Extension) -> _Step:
     )
 
 
-def _health_script(ext: wire.Extension, instance_id: str, report_url: str, token: str) -> str:
+def _health_script(
+    ext: instancespec.Extension, instance_id: str, report_url: str, token: str
+) -> str:
     where = f"extension {ext.name!r}: settings"
     settings = ext.settings
     protocol = settings.get("protocol")

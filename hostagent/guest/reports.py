@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hostagent.contract import wire
+from hostagent.contract import reports, views
 from kvmss.base import atomicfile
 from kvmss.base.clock import Clock, iso8601
 
@@ -47,7 +47,7 @@ class ReportStore:
                 data[section] = {k: v for k, v in data[section].items() if k in keep}
             self._save(instance, data)
 
-    def record_extension(self, instance: str, name: str, report: wire.ExtensionReport) -> None:
+    def record_extension(self, instance: str, name: str, report: reports.ExtensionReport) -> None:
         message = None
         if report.outputBase64:
             try:
@@ -55,7 +55,7 @@ class ReportStore:
             except (binascii.Error, ValueError):
                 raise ValueError("outputBase64: not valid base64") from None
             message = raw[-MESSAGE_LIMIT:].decode("utf-8", "replace")
-        status = wire.ExtensionStatus(
+        status = views.ExtensionStatus(
             name=name,
             status=report.status,
             exitCode=report.exitCode,
@@ -68,7 +68,7 @@ class ReportStore:
             data["extensions"].setdefault(report.instanceId, {})[name] = status.model_dump()
             self._save(instance, data)
 
-    def record_health(self, instance: str, report: wire.HealthReport) -> None:
+    def record_health(self, instance: str, report: reports.HealthReport) -> None:
         with self._lock:
             data = self._load(instance)
             data["health"][report.instanceId] = {
@@ -82,7 +82,7 @@ class ReportStore:
             got: list[str] | None = self._load(instance)["expected"].get(instance_id)
             return got
 
-    def extensions(self, instance: str, instance_id: str) -> list[wire.ExtensionStatus]:
+    def extensions(self, instance: str, instance_id: str) -> list[views.ExtensionStatus]:
         """Statuses for every extension the generation carries, in seed order."""
         with self._lock:
             data = self._load(instance)
@@ -91,9 +91,9 @@ class ReportStore:
         out = []
         for n in names:
             if n in got:
-                out.append(wire.ExtensionStatus(**got[n]))
+                out.append(views.ExtensionStatus(**got[n]))
             else:
-                out.append(wire.ExtensionStatus(name=n, status="NotStarted"))
+                out.append(views.ExtensionStatus(name=n, status="NotStarted"))
         return out
 
     def application_health(self, instance: str, instance_id: str) -> str | None:

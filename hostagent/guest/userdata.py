@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from hostagent.contract import wire
+from hostagent.contract import names
 
 CLOUD_CONFIG = "text/cloud-config"
 SHELL_SCRIPT = "text/x-shellscript"
@@ -44,8 +44,8 @@ def cloud_config(admin_username: str | None, ssh_public_keys: Sequence[str]) -> 
     by key only) with ``ssh_public_keys``. Without an admin user the keys go to
     the image's default user, as cloud-init does for top-level keys."""
     if admin_username is not None:
-        wire.check_admin_username(admin_username)
-    keys = [wire.check_ssh_public_key(k, i) for i, k in enumerate(ssh_public_keys)]
+        names.check_admin_username(admin_username)
+    keys = [names.check_ssh_public_key(k, i) for i, k in enumerate(ssh_public_keys)]
     config: dict[str, object] = {"ssh_pwauth": False, "disable_root": True}
     if admin_username is not None:
         user: dict[str, object] = {

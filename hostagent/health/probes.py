@@ -25,13 +25,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, limits, views
 from kvmss.base.clock import Clock, iso8601
 
 log = logging.getLogger(__name__)
-
-MAX_PROBE_TIMEOUT = 5.0
-"""No probe waits longer than this, whatever its interval."""
 
 MAX_IDLE_WAIT = 1.0
 """The scheduler thread re-reads the clock at least this often."""
@@ -45,12 +42,12 @@ class ProbeResult:
     error: str | None = None
 
 
-ProbeFn = Callable[[wire.HealthProbe, str, float], ProbeResult]
+ProbeFn = Callable[[instancespec.HealthProbe, str, float], ProbeResult]
 
 
-def probe_timeout(probe: wire.HealthProbe) -> float:
-    """Seconds one probe may take: its interval, but never more than 5 s."""
-    return min(float(probe.intervalInSeconds), MAX_PROBE_TIMEOUT)
+def probe_timeout(probe: instancespec.HealthProbe) -> float:
+    """Seconds one probe may take: its interval, but never more than the limit."""
+    return min(float(probe.intervalInSeconds), limits.PROBE_TIMEOUT_MAX_SECONDS)
 
 
 def _check_address(address: str) -> str:
@@ -81,7 +78,7 @@ def _request_target(path: str) -> str:
     return urllib.parse.quote(path, safe="/?&=:@!$'()*+,;%-._~[]")
 
 
-def _probe_http(probe: wire.HealthProbe, address: str, timeout: float) -> ProbeResult:
+def _probe_http(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
     conn = http.client.HTTPConnection(address, probe.port, timeout=timeout)
     try:
         conn.request(
@@ -101,7 +98,7 @@ def _probe_http(probe: wire.HealthProbe, address: str, timeout: float) -> ProbeR
     return ProbeResult(True)
 
 
-def _probe_tcp(probe: wire.HealthProbe, address: str, timeout: float) -> ProbeResult:
+def _probe_tcp(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
     try:
         sock = socket.create_connection((address, probe.port), timeout=timeout)
     except OSError as e:
@@ -110,7 +107,7 @@ def _probe_tcp(probe: wire.HealthProbe, address: str, timeout: float) -> ProbeRe
     return ProbeResult(True)
 
 
-def probe_once(probe: wire.HealthProbe, address: str, timeout: float) -> ProbeResult:
+def probe_once(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
     """Probe ``address`` once: Http GET must answer 200, Tcp must accept the connection.
 
     ``timeout`` bounds the connect and each read. ``address`` must be an IP
@@ -180,9 +177,9 @@ class ProbeTracker:
     def last_probe_time(self) -> float | None:
         return self._last_probe_time
 
-    def status(self) -> wire.ProbeStatus:
+    def status(self) -> views.ProbeStatus:
         t = self._last_probe_time
-        return wire.ProbeStatus(
+        return views.ProbeStatus(
             healthy=self._healthy,
             consecutiveSuccesses=self._successes,
             consecutiveFailures=self._failures,
@@ -193,7 +190,7 @@ class ProbeTracker:
 
 @dataclass(eq=False)
 class _Watch:
-    probe: wire.HealthProbe
+    probe: instancespec.HealthProbe
     address: str
     tracker: ProbeTracker
     next_due: float
@@ -225,7 +222,7 @@ class Prober:
 
     # ---- what to probe ------------------------------------------------------
 
-    def watch(self, name: str, probe: wire.HealthProbe, address: str) -> None:
+    def watch(self, name: str, probe: instancespec.HealthProbe, address: str) -> None:
         """Probe ``address`` for instance ``name`` from now on, starting at once.
 
         Replaces any earlier watch of ``name`` and starts from a fresh tracker
@@ -245,7 +242,7 @@ class Prober:
         with self._lock:
             return sorted(self._watches)
 
-    def status(self, name: str) -> wire.ProbeStatus | None:
+    def status(self, name: str) -> views.ProbeStatus | None:
         with self._lock:
             w = self._watches.get(name)
             return w.tracker.status() if w is not None else None

@@ -6,18 +6,18 @@ Definite failures make it Unhealthy; anything still pending makes it Unknown.
 
 from __future__ import annotations
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 
 
 def verdict(
     *,
     power_state: str,
-    extensions: list[wire.ExtensionStatus],
-    probe: wire.HealthProbe | None,
+    extensions: list[views.ExtensionStatus],
+    probe: instancespec.HealthProbe | None,
     probe_healthy: bool | None,
     app_health_expected: bool,
     app_health: str | None,
-) -> wire.Health:
+) -> views.Health:
     bad: list[str] = []
     pending: list[str] = []
     if power_state != "running":
@@ -40,7 +40,7 @@ def verdict(
         elif app_health is None:
             pending.append("no application health report yet")
     if bad:
-        return wire.Health(state="Unhealthy", reasons=bad + pending)
+        return views.Health(state="Unhealthy", reasons=bad + pending)
     if pending:
-        return wire.Health(state="Unknown", reasons=pending)
-    return wire.Health(state="Healthy")
+        return views.Health(state="Unknown", reasons=pending)
+    return views.Health(state="Healthy")

@@ -13,7 +13,7 @@ import threading
 import uuid
 from dataclasses import replace
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.disks.layout import Layout
 from hostagent.domxml import designer
 from hostagent.domxml.domain import Domain
@@ -30,7 +30,7 @@ from hostagent.network.addresses import Subnet, mac_for
 from kvmss.base import qemuimg
 
 
-def validate_spec(spec: wire.InstanceSpec) -> None:
+def validate_spec(spec: instancespec.InstanceSpec) -> None:
     """What only a generation's script would find wrong, checked before an
     operation is accepted (a 4xx, not a failed operation)."""
     try:
@@ -70,7 +70,7 @@ class Creation:
         self.subnet = subnet
         self._alloc_lock = threading.Lock()
 
-    def create(self, op_id: str, name: str, spec: wire.InstanceSpec) -> None:
+    def create(self, op_id: str, name: str, spec: instancespec.InstanceSpec) -> None:
         existing = self.hv.get(name)
         if existing is not None:
             self.converge(existing, spec)
@@ -97,7 +97,7 @@ class Creation:
         self.power.boot(name, spec, address)
         self.journal.record(entry.at("done"))
 
-    def _record_intent(self, op_id: str, name: str, spec: wire.InstanceSpec) -> Entry:
+    def _record_intent(self, op_id: str, name: str, spec: instancespec.InstanceSpec) -> Entry:
         """Journal "preparing" with the address, uuid and data disks this
         create takes, under the lock that keeps two creates off one address."""
         with self._alloc_lock:
@@ -115,7 +115,7 @@ class Creation:
             return self.journal.record(Entry(op_id, "create", name, "preparing", data=data))
 
     def ensure_data_disks(
-        self, name: str, wanted: list[wire.DataDisk]
+        self, name: str, wanted: list[instancespec.DataDisk]
     ) -> tuple[DataDiskRecord, ...]:
         """Create the data disks that do not exist yet; an existing one is left as it is."""
         out = []
@@ -136,7 +136,7 @@ class Creation:
             self.layout.spec(name).unlink(missing_ok=True)
         self.journal.clear(name)
 
-    def converge(self, dom: Domain, spec: wire.InstanceSpec) -> None:
+    def converge(self, dom: Domain, spec: instancespec.InstanceSpec) -> None:
         """An existing instance takes the new spec: extensions and probe apply
         from the next generation and at once respectively; new data disks and
         hardware changes apply at the next start. Data disks are never removed."""
@@ -154,7 +154,7 @@ class Creation:
         self.power.watch(name, spec, m.address)
 
     def _design(
-        self, name: str, uuid_: str, domain_type: str, spec: wire.InstanceSpec, m: Metadata
+        self, name: str, uuid_: str, domain_type: str, spec: instancespec.InstanceSpec, m: Metadata
     ) -> Domain:
         return designer.design(
             designer.InstanceLayout(

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.disks.imagecache import ImageCache, ImageRejected
 from hostagent.disks.layout import Layout
 from hostagent.domxml.metadata import Generation, ImageRecord
@@ -63,7 +63,7 @@ class GenerationBuilder:
         self.reports = reports
         self.network = network
 
-    def fetch(self, image: wire.ImageSpec) -> tuple[Path, Path | None, Path | None]:
+    def fetch(self, image: instancespec.ImageSpec) -> tuple[Path, Path | None, Path | None]:
         """Base image, kernel and initrd in the cache (downloaded and verified)."""
         base = self.cache.fetch(image.url, image.sha256, "qcow2")
         kernel = initrd = None
@@ -81,8 +81,8 @@ class GenerationBuilder:
         self,
         name: str,
         number: int,
-        image: wire.ImageSpec,
-        spec: wire.InstanceSpec,
+        image: instancespec.ImageSpec,
+        spec: instancespec.InstanceSpec,
         address: str,
         mac: str,
     ) -> Generation:
@@ -128,8 +128,8 @@ class GenerationBuilder:
         self,
         name: str,
         instance_id: str,
-        spec: wire.InstanceSpec,
-        ordered: list[wire.Extension],
+        spec: instancespec.InstanceSpec,
+        ordered: list[instancespec.Extension],
         address: str,
         mac: str,
     ) -> seed.SeedContent:

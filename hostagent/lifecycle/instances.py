@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
+from hostagent.contract.views import InstanceView
 from hostagent.disks.layout import Layout
 from hostagent.domxml.domain import Domain
 from hostagent.domxml.metadata import Metadata
@@ -69,10 +70,10 @@ class InstanceManager:
 
     validate_spec = staticmethod(create.validate_spec)
 
-    def create(self, op_id: str, name: str, spec: wire.InstanceSpec) -> None:
+    def create(self, op_id: str, name: str, spec: instancespec.InstanceSpec) -> None:
         self.creation.create(op_id, name, spec)
 
-    def reimage(self, op_id: str, name: str, image: wire.ImageSpec) -> None:
+    def reimage(self, op_id: str, name: str, image: instancespec.ImageSpec) -> None:
         self.reimaging.reimage(op_id, name, image)
 
     def rollback(self, op_id: str, name: str) -> None:
@@ -90,15 +91,15 @@ class InstanceManager:
     def delete(self, op_id: str, name: str, delete_data_disks: bool) -> None:
         self.deletion.delete(op_id, name, delete_data_disks)
 
-    def view(self, name: str) -> wire.InstanceView:
+    def view(self, name: str) -> InstanceView:
         return self.views.view(name)
 
-    def list(self) -> list[wire.InstanceView]:
+    def list(self) -> list[InstanceView]:
         return self.views.list()
 
     # -- what the rest of the agent reads --------------------------------------
 
-    def spec(self, name: str) -> wire.InstanceSpec | None:
+    def spec(self, name: str) -> instancespec.InstanceSpec | None:
         return self.records.spec(name)
 
     def domain(self, name: str) -> Domain:
@@ -108,5 +109,5 @@ class InstanceManager:
     def meta(dom: Domain) -> Metadata:
         return records.meta(dom)
 
-    def watch(self, name: str, spec: wire.InstanceSpec, address: str) -> None:
+    def watch(self, name: str, spec: instancespec.InstanceSpec, address: str) -> None:
         self.power.watch(name, spec, address)

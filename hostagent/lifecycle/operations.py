@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hostagent.contract import wire
+from hostagent.contract.operations import ErrorInfo, Operation
 from kvmss.base import atomicfile
 from kvmss.base.clock import Clock, iso8601
 
@@ -33,7 +33,7 @@ class OperationFailed(Exception):
 
 
 class Busy(Exception):
-    def __init__(self, instance: str, op: wire.Operation) -> None:
+    def __init__(self, instance: str, op: Operation) -> None:
         super().__init__(f"instance {instance} is busy with operation {op.id} ({op.kind})")
         self.operation = op
 
@@ -44,19 +44,19 @@ class Operations:
         directory: Path,
         clock: Clock,
         workers: int = 8,
-        on_finish: Callable[[wire.Operation], None] | None = None,
+        on_finish: Callable[[Operation], None] | None = None,
     ) -> None:
         self._dir = directory
         self.on_finish = on_finish
         self._clock = clock
         self._lock = threading.Lock()
-        self._ops: dict[str, wire.Operation] = {}
+        self._ops: dict[str, Operation] = {}
         self._busy: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         horizon = clock.now() - RETENTION_SECONDS
         for p in sorted(directory.glob("*.json")):
             try:
-                op = wire.Operation(**atomicfile.read_json(p))
+                op = Operation(**atomicfile.read_json(p))
             except (ValueError, TypeError) as e:
                 log.error("unreadable operation record %s: %s", p.name, e)
                 continue
@@ -65,15 +65,15 @@ class Operations:
                 continue
             self._ops[op.id] = op
 
-    def _save(self, op: wire.Operation) -> None:
+    def _save(self, op: Operation) -> None:
         self._ops[op.id] = op
         atomicfile.write_json(self._dir / f"{op.id}.json", op.model_dump())
 
-    def get(self, op_id: str) -> wire.Operation | None:
+    def get(self, op_id: str) -> Operation | None:
         with self._lock:
             return self._ops.get(op_id)
 
-    def cancel(self, op_id: str, kind: str, instance: str) -> wire.Operation:
+    def cancel(self, op_id: str, kind: str, instance: str) -> Operation:
         """An operation that will never run. An id never seen is recorded
         Failed (code Cancelled), so a request with it that arrives later
         (delayed in the network, queued in a stopped agent, or still in its
@@ -88,14 +88,14 @@ class Operations:
                     )
                 return existing
             now = iso8601(self._clock.now())
-            op = wire.Operation(
+            op = Operation(
                 id=op_id,
                 kind=kind,
                 instance=instance,
                 status="Failed",
                 startTime=now,
                 endTime=now,
-                error=wire.ErrorInfo(
+                error=ErrorInfo(
                     code="Cancelled", message=f"{kind} of {instance} cancelled before it started"
                 ),
             )
@@ -113,7 +113,7 @@ class Operations:
         instance: str,
         work: Callable[[str], None],
         op_id: str | None = None,
-    ) -> tuple[wire.Operation, bool]:
+    ) -> tuple[Operation, bool]:
         """Start ``work(op_id)`` on a worker; returns (operation, created)."""
         with self._lock:
             if op_id is not None and op_id in self._ops:
@@ -127,7 +127,7 @@ class Operations:
             running = self._busy.get(instance)
             if running is not None:
                 raise Busy(instance, self._ops[running])
-            op = wire.Operation(
+            op = Operation(
                 id=op_id or uuid.uuid4().hex,
                 kind=kind,
                 instance=instance,
@@ -139,24 +139,24 @@ class Operations:
         self._pool.submit(self._run, op, work)
         return op, True
 
-    def _run(self, op: wire.Operation, work: Callable[[str], None]) -> None:
-        error: wire.ErrorInfo | None = None
+    def _run(self, op: Operation, work: Callable[[str], None]) -> None:
+        error: ErrorInfo | None = None
         try:
             work(op.id)
         except OperationFailed as e:
-            error = wire.ErrorInfo(code=e.code, message=e.message)
+            error = ErrorInfo(code=e.code, message=e.message)
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 log.exception("operation %s (%s of %s) crashed", op.id, op.kind, op.instance)
-                error = wire.ErrorInfo(code="InternalError", message=f"{type(e).__name__}: {e}")
+                error = ErrorInfo(code="InternalError", message=f"{type(e).__name__}: {e}")
             else:  # the host's storage is full: say so, it is no bug
                 log.error("operation %s (%s of %s): %s", op.id, op.kind, op.instance, e)
-                error = wire.ErrorInfo(
+                error = ErrorInfo(
                     code="NoSpace", message=f"{op.kind} of {op.instance}: no space left: {e}"
                 )
         except Exception as e:  # a bug or an unexpected host failure
             log.exception("operation %s (%s of %s) crashed", op.id, op.kind, op.instance)
-            error = wire.ErrorInfo(code="InternalError", message=f"{type(e).__name__}: {e}")
+            error = ErrorInfo(code="InternalError", message=f"{type(e).__name__}: {e}")
         self.finish(op.id, error)
         if self.on_finish is not None:
             try:
@@ -164,7 +164,7 @@ class Operations:
             except Exception:
                 log.exception("settling operation %s failed", op.id)
 
-    def finish(self, op_id: str, error: wire.ErrorInfo | None) -> None:
+    def finish(self, op_id: str, error: ErrorInfo | None) -> None:
         with self._lock:
             op = self._ops.get(op_id)
             if op is None:
@@ -180,7 +180,7 @@ class Operations:
             if self._busy.get(op.instance) == op_id:
                 del self._busy[op.instance]
 
-    def interrupted(self) -> list[wire.Operation]:
+    def interrupted(self) -> list[Operation]:
         """Operations recorded InProgress by an earlier process of the agent."""
         with self._lock:
             return [

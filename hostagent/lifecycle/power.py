@@ -3,7 +3,7 @@ running instance with a probe in its spec is probed, a stopped one is not."""
 
 from __future__ import annotations
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.health.probes import Prober
 from hostagent.hypervisor.virt import Hypervisor, HypervisorError
 from hostagent.lifecycle.operations import OperationFailed
@@ -34,7 +34,7 @@ class Power:
         except HypervisorError as e:
             raise OperationFailed("StopFailed", str(e)) from None
 
-    def boot(self, name: str, spec: wire.InstanceSpec | None, address: str) -> None:
+    def boot(self, name: str, spec: instancespec.InstanceSpec | None, address: str) -> None:
         """Start the domain, probing it from now on when its spec asks."""
         if spec is not None:
             self.watch(name, spec, address)
@@ -44,7 +44,7 @@ class Power:
         """ACPI power-off, forced after the host's shutdown timeout."""
         return self.hv.stop(name, self.shutdown_timeout)
 
-    def watch(self, name: str, spec: wire.InstanceSpec, address: str) -> None:
+    def watch(self, name: str, spec: instancespec.InstanceSpec, address: str) -> None:
         if spec.healthProbe is not None:
             self.prober.watch(name, spec.healthProbe, address)
         else:

@@ -4,7 +4,7 @@ the only record of its generations (docs/design.md "Processes")."""
 
 from __future__ import annotations
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.disks.layout import Layout
 from hostagent.domxml.domain import Domain
 from hostagent.domxml.metadata import Metadata
@@ -28,13 +28,13 @@ class InstanceRecords:
         self.hv = hv
         self.layout = layout
 
-    def spec(self, name: str) -> wire.InstanceSpec | None:
+    def spec(self, name: str) -> instancespec.InstanceSpec | None:
         p = self.layout.spec(name)
         if not p.exists():
             return None
-        return wire.InstanceSpec(**atomicfile.read_json(p))
+        return instancespec.InstanceSpec(**atomicfile.read_json(p))
 
-    def save_spec(self, name: str, spec: wire.InstanceSpec) -> None:
+    def save_spec(self, name: str, spec: instancespec.InstanceSpec) -> None:
         self.layout.make_instance_dir(name)
         stored = spec.model_copy(update={"operationId": None})
         atomicfile.write_json(self.layout.spec(name), stored.model_dump(mode="json"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from hostagent.contract import wire
+from hostagent.contract import operations
 from hostagent.hypervisor.virt import HypervisorError
 from hostagent.lifecycle.instances import InstanceManager
 from hostagent.lifecycle.journal import Entry
@@ -34,7 +34,7 @@ def recover(mgr: InstanceManager, ops: Operations) -> list[tuple[str, str, str]]
     for op in ops.interrupted():
         ops.finish(
             op.id,
-            wire.ErrorInfo(
+            operations.ErrorInfo(
                 code="Interrupted",
                 message="the agent restarted while this operation ran; its last recorded step"
                 " was already settled, check the instance view and retry if needed",
@@ -57,7 +57,7 @@ def recover_entry(mgr: InstanceManager, ops: Operations, entry: Entry) -> str:
     return outcome
 
 
-def _settle(mgr: InstanceManager, entry: Entry) -> wire.ErrorInfo | None:
+def _settle(mgr: InstanceManager, entry: Entry) -> operations.ErrorInfo | None:
     name = entry.instance
     if entry.step == "done":
         return None
@@ -88,11 +88,13 @@ def _settle(mgr: InstanceManager, entry: Entry) -> wire.ErrorInfo | None:
         else:
             return _interrupted(entry.kind, "and the agent does not know this kind")
     except OperationFailed as e:
-        return wire.ErrorInfo(code=e.code, message=e.message)
+        return operations.ErrorInfo(code=e.code, message=e.message)
     except HypervisorError as e:
-        return wire.ErrorInfo(code="HypervisorError", message=str(e))
+        return operations.ErrorInfo(code="HypervisorError", message=str(e))
     return None
 
 
-def _interrupted(kind: str, what: str) -> wire.ErrorInfo:
-    return wire.ErrorInfo(code="Interrupted", message=f"the agent restarted during {kind} {what}")
+def _interrupted(kind: str, what: str) -> operations.ErrorInfo:
+    return operations.ErrorInfo(
+        code="Interrupted", message=f"the agent restarted during {kind} {what}"
+    )

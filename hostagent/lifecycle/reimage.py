@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.domxml import designer
 from hostagent.hypervisor.virt import Hypervisor, HypervisorError
 from hostagent.lifecycle.cleanup import Cleanup
@@ -42,7 +42,7 @@ class Reimaging:
         self.power = power
         self.cleanup = cleanup
 
-    def reimage(self, op_id: str, name: str, image: wire.ImageSpec) -> None:
+    def reimage(self, op_id: str, name: str, image: instancespec.ImageSpec) -> None:
         dom = self.records.domain(name)
         m = meta(dom)
         spec = self.records.spec(name)

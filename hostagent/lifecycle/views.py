@@ -3,7 +3,7 @@ the guests' reports and the host's probe say, and the health verdict."""
 
 from __future__ import annotations
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.domxml.domain import Domain
 from hostagent.domxml.metadata import Generation
 from hostagent.guest.reports import ReportStore
@@ -22,13 +22,13 @@ class Views:
         self.reports = reports
         self.prober = prober
 
-    def view(self, name: str) -> wire.InstanceView:
+    def view(self, name: str) -> views.InstanceView:
         return self._view(self.records.domain(name))
 
-    def list(self) -> list[wire.InstanceView]:
+    def list(self) -> list[views.InstanceView]:
         return [self._view(d) for d in sorted(self.hv.owned(), key=lambda d: d.name)]
 
-    def _view(self, dom: Domain) -> wire.InstanceView:
+    def _view(self, dom: Domain) -> views.InstanceView:
         m = meta(dom)
         name = dom.name
         power = self.hv.state(name)
@@ -47,14 +47,14 @@ class Views:
             app_health_expected=app_expected,
             app_health=app,
         )
-        return wire.InstanceView(
+        return views.InstanceView(
             name=name,
             powerState=power,
             address=m.address,
             current=_generation_view(m.current),
             previous=_generation_view(m.previous) if m.previous else None,
             dataDisks=[
-                wire.DataDiskView(lun=d.lun, diskSizeGB=d.size_gb, path=d.path)
+                views.DataDiskView(lun=d.lun, diskSizeGB=d.size_gb, path=d.path)
                 for d in m.data_disks
             ],
             extensions=exts,
@@ -64,11 +64,11 @@ class Views:
         )
 
 
-def _generation_view(g: Generation) -> wire.GenerationView:
-    return wire.GenerationView(
+def _generation_view(g: Generation) -> views.GenerationView:
+    return views.GenerationView(
         generation=g.number,
         instanceId=g.instance_id,
-        image=wire.ImageReference(
+        image=instancespec.ImageReference(
             publisher=g.image.publisher,
             offer=g.image.offer,
             sku=g.image.sku,

@@ -1,6 +1,6 @@
 """The load benchmark's simulated agents speak the agent contract: the real
 client (:class:`hostagent.contract.client.AgentClient`, which validates every answer
-against :mod:`hostagent.contract.wire`) drives them, and a real controller listing
+against :mod:`hostagent.contract.views`) drives them, and a real controller listing
 their instances asks each host once, not each instance."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
 from controller.store.facade import HostRecord, InstanceRecord, Store
 from controller.store.states import ProvisioningState
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.contract.client import AgentClient, AgentError
 from kvmss.base.clock import Clock, FakeClock, SystemClock
 
@@ -36,16 +36,16 @@ def sim() -> Iterator[tuple[str, Agents]]:
         yield f"http://127.0.0.1:{port}", agents
 
 
-def spec(version: str) -> wire.InstanceSpec:
-    image = wire.ImageSpec(
+def spec(version: str) -> instancespec.InstanceSpec:
+    image = instancespec.ImageSpec(
         url="http://controller/blob",
         sha256=version * 64,
-        reference=wire.ImageReference(publisher="p", offer="o", sku="s", version=version),
+        reference=instancespec.ImageReference(publisher="p", offer="o", sku="s", version=version),
     )
-    return wire.InstanceSpec(
+    return instancespec.InstanceSpec(
         image=image,
-        osProfile=wire.OsProfile(computerName="web0"),
-        extensions=[wire.Extension(name="app")],
+        osProfile=instancespec.OsProfile(computerName="web0"),
+        extensions=[instancespec.Extension(name="app")],
     )
 
 

@@ -5,7 +5,8 @@ a health script (a function of version and time since boot). Operations take
 ``op_seconds`` of the injected clock to finish, are idempotent by operation id
 (as the real agent's are), and every reimage actually performed is counted so
 tests can prove no instance is reimaged twice. It also records the most
-instances ever out of service at once.
+instances ever out of service at once. Its methods are exactly those of
+:class:`~controller.fleet.agents.AgentPort` (tests/hostagent/contract/test_calls.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations, views
 from hostagent.contract.client import AgentError, AgentUnreachable
 from kvmss.base.clock import Clock, iso8601
 
@@ -59,7 +60,7 @@ class FakeOp:
     done_at: float
     apply: Callable[[], None]
     status: str = "InProgress"
-    error: wire.ErrorInfo | None = None
+    error: operations.ErrorInfo | None = None
 
 
 @dataclass
@@ -103,7 +104,9 @@ class AgentDouble:
         )
         self.max_out_of_service = max(self.max_out_of_service, out)
 
-    def _op(self, op_id: str, kind: str, name: str, apply: Callable[[], None]) -> wire.Operation:
+    def _op(
+        self, op_id: str, kind: str, name: str, apply: Callable[[], None]
+    ) -> operations.Operation:
         if op_id in self.ops:
             return self._view(self.ops[op_id])
         op = FakeOp(op_id, kind, name, self.clock.monotonic() + self.op_seconds, apply)
@@ -111,8 +114,8 @@ class AgentDouble:
         self._settle()
         return self._view(op)
 
-    def _view(self, op: FakeOp) -> wire.Operation:
-        return wire.Operation(
+    def _view(self, op: FakeOp) -> operations.Operation:
+        return operations.Operation(
             id=op.id,
             kind=op.kind,
             instance=op.name,
@@ -129,7 +132,9 @@ class AgentDouble:
     # -- the port -------------------------------------------------------------
 
     @_locked
-    def put_instance(self, host: str, name: str, spec: wire.InstanceSpec) -> wire.Operation:
+    def put_instance(
+        self, host: str, name: str, spec: instancespec.InstanceSpec
+    ) -> operations.Operation:
         self._reach(host)
         v = spec.image.reference.version
 
@@ -138,9 +143,10 @@ class AgentDouble:
 
         return self._op(uuid.uuid4().hex, "create", name, apply)
 
+    @_locked
     def reimage(
-        self, host: str, name: str, image: wire.ImageSpec, operation_id: str
-    ) -> wire.Operation:
+        self, host: str, name: str, image: instancespec.ImageSpec, operation_id: str
+    ) -> operations.Operation:
         self._reach(host)
         inst = self._inst(name)
         op: FakeOp | None = None
@@ -148,7 +154,7 @@ class AgentDouble:
         def apply() -> None:
             if name in self.fail_reimage:
                 assert op is not None
-                op.error = wire.ErrorInfo(code="ImageSha256Mismatch", message="bad image")
+                op.error = operations.ErrorInfo(code="ImageSha256Mismatch", message="bad image")
                 return
             self.reimages[name] = self.reimages.get(name, 0) + 1
             inst.previous, inst.version = inst.version, image.reference.version
@@ -160,7 +166,7 @@ class AgentDouble:
         return view
 
     @_locked
-    def rollback(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def rollback(self, host: str, name: str, operation_id: str) -> operations.Operation:
         self._reach(host)
         inst = self._inst(name)
         if inst.previous is None and operation_id not in self.ops:
@@ -176,7 +182,7 @@ class AgentDouble:
         return self._op(operation_id, "rollback", name, apply)
 
     @_locked
-    def commit(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def commit(self, host: str, name: str, operation_id: str) -> operations.Operation:
         self._reach(host)
         inst = self._inst(name)
 
@@ -190,7 +196,7 @@ class AgentDouble:
         return view
 
     @_locked
-    def delete(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def delete(self, host: str, name: str, operation_id: str) -> operations.Operation:
         self._reach(host)
 
         def apply() -> None:
@@ -199,17 +205,21 @@ class AgentDouble:
         return self._op(operation_id, "delete", name, apply)
 
     @_locked
-    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+    def cancel(
+        self, host: str, name: str, op_id: str, kind: operations.OperationKind
+    ) -> operations.Operation:
         self._reach(host)
         self._settle()
         if op_id not in self.ops:
-            cancelled = wire.ErrorInfo(code="Cancelled", message="cancelled before it started")
+            cancelled = operations.ErrorInfo(
+                code="Cancelled", message="cancelled before it started"
+            )
             now = self.clock.monotonic()
             self.ops[op_id] = FakeOp(op_id, kind, name, now, lambda: None, "Failed", cancelled)
         return self._view(self.ops[op_id])
 
     @_locked
-    def operation(self, host: str, op_id: str) -> wire.Operation:
+    def operation(self, host: str, op_id: str) -> operations.Operation:
         self._reach(host)
         self._settle()
         if op_id not in self.ops:
@@ -217,8 +227,7 @@ class AgentDouble:
         return self._view(self.ops[op_id])
 
     @_locked
-    @_locked
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> views.InstanceView | None:
         self._reach(host)
         self._settle()
         inst = self.instances.get(name)
@@ -229,18 +238,20 @@ class AgentDouble:
             o.status == "InProgress" and o.name == name for o in self.ops.values()
         )
         ok = not busy and self.health(name, inst.version, now - inst.booted_at)
-        state: wire.HealthState = "Healthy" if ok else "Unhealthy"
-        gen = wire.GenerationView(
+        state: views.HealthState = "Healthy" if ok else "Unhealthy"
+        gen = views.GenerationView(
             generation=1,
             instanceId=f"i-{name}",
-            image=wire.ImageReference(publisher="p", offer="o", sku="s", version=inst.version),
+            image=instancespec.ImageReference(
+                publisher="p", offer="o", sku="s", version=inst.version
+            ),
             imageSha256="0" * 64,
             osDisk="/x",
         )
-        return wire.InstanceView(
+        return views.InstanceView(
             name=name,
             powerState="stopped" if busy else "running",
             address="10.0.0.2",
             current=gen,
-            health=wire.Health(state=state, reasons=[] if ok else ["probe failing"]),
+            health=views.Health(state=state, reasons=[] if ok else ["probe failing"]),
         )

@@ -8,18 +8,18 @@ from pathlib import Path
 from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
 from controller.store.facade import Store
-from hostagent.contract import wire
+from hostagent.contract import views
 from kvmss.base.clock import SystemClock
 from tests.controller.agentdouble import AgentDouble
 
 
-def host_view(url: str, _token: str) -> wire.HostView:
+def host_view(url: str, _token: str) -> views.HostView:
     """What an agent at ``url`` (ending in its host name) says of itself."""
-    return wire.HostView(
+    return views.HostView(
         name=url.rsplit("/", 1)[-1],
         hypervisor="qemu",
         libvirtVersion="9.0.0",
-        capacity=wire.HostCapacity(vcpus=2, memoryMB=4096, diskFreeGB=10),
+        capacity=views.HostCapacity(vcpus=2, memoryMB=4096, diskFreeGB=10),
         instanceCount=0,
         bridge="b",
         subnet="10.0.0.0/24",

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from bench.scalesets import http_probe, scale_set_body
-from hostagent.contract import wire
+from hostagent.contract import views
 from tests.debianimage import debian_image
 from tests.guestlab import GuestLab, guest_lab, wait_until
 
@@ -87,7 +87,7 @@ def lab() -> Iterator[GuestLab]:
         yield lab
 
 
-def agent_view(lab: GuestLab, vm: dict[str, Any]) -> wire.InstanceView:
+def agent_view(lab: GuestLab, vm: dict[str, Any]) -> views.InstanceView:
     agent = next(a for a in lab.agents if a.name == vm["host"])
     view = agent.client.instance(vm["name"])
     assert view is not None

@@ -31,7 +31,8 @@ from typing import Any
 
 import requests
 
-from hostagent.contract import wire
+from hostagent.contract.operations import Operation
+from hostagent.contract.views import InstanceView
 from tests.agentproc import AgentProcess
 
 CHUNK = 1 << 20
@@ -90,17 +91,17 @@ class ServiceSampler:
 
 @dataclass
 class Snapshot:
-    views: dict[str, wire.InstanceView]
-    ops: dict[str, wire.Operation]
+    views: dict[str, InstanceView]
+    ops: dict[str, Operation]
     lun1: dict[str, Path] = field(default_factory=dict)
 
 
-def operations(agent: AgentProcess) -> dict[str, wire.Operation]:
+def operations(agent: AgentProcess) -> dict[str, Operation]:
     d = agent.root / "storage" / "operations"
-    return {p.stem: wire.Operation(**json.loads(p.read_text())) for p in d.glob("*.json")}
+    return {p.stem: Operation(**json.loads(p.read_text())) for p in d.glob("*.json")}
 
 
-def lun1_copy(view: wire.InstanceView, dest: Path) -> Path:
+def lun1_copy(view: InstanceView, dest: Path) -> Path:
     """The guest-visible content of data disk lun1 as a sparse raw file."""
     src = next(d.path for d in view.dataDisks if d.lun == 1)
     subprocess.run(

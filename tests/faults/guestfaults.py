@@ -22,8 +22,8 @@ from typing import Any
 import requests
 
 from bench.scalesets import http_probe, scale_set_body
-from hostagent.contract import wire
 from hostagent.contract.client import AgentClient, AgentError
+from hostagent.contract.views import InstanceView
 from kvmss.base import qemuimg
 from tests.guestlab import TOKEN, GuestLab, guest_lab, wait_until
 
@@ -237,7 +237,7 @@ class Sample:
     code: str | None  # runningStatus of the latest upgrade
     upgrade_id: str | None
     states: dict[str, str]  # instance id -> state in the latest upgrade
-    views: dict[str, wire.InstanceView | None]  # instance id -> what its agent says
+    views: dict[str, InstanceView | None]  # instance id -> what its agent says
 
 
 @dataclass
@@ -300,7 +300,7 @@ class Sampler:
             self._stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
     def sample(self) -> Sample:
-        by_host: dict[str, dict[str, wire.InstanceView]] = {}
+        by_host: dict[str, dict[str, InstanceView]] = {}
         for host in {i.host for i in self._insts}:
             try:
                 by_host[host] = {v.name: v for v in self.fl.client(host).instances()}
@@ -355,7 +355,7 @@ def wait_ended(lab: GuestLab, scale_set: str, timeout: float) -> dict[str, Any]:
     raise AssertionError(f"the upgrade of {scale_set} did not end within {timeout}s")
 
 
-def views(fl: FaultLab, scale_set: str) -> dict[str, wire.InstanceView]:
+def views(fl: FaultLab, scale_set: str) -> dict[str, InstanceView]:
     out = {}
     for i in instances(fl.lab, scale_set):
         v = fl.client(i.host).instance(i.name)

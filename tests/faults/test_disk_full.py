@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.served import FileServer
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.disks.imagecache import ImageCache, ImageRejected
 from hostagent.disks.layout import Layout
 from hostagent.guest.reports import ReportStore
@@ -136,15 +136,17 @@ def test_generation_that_no_longer_fits_fails_with_no_space_and_leaves_no_files(
         sha = make_qcow2(src / "base.qcow2", b"base", size_mib=16)
         files = FileServer(src)
         try:
-            image = wire.ImageSpec(
-                reference=wire.ImageReference(
+            image = instancespec.ImageSpec(
+                reference=instancespec.ImageReference(
                     publisher="kvmss", offer="tiny", sku="1", version="2"
                 ),
                 url=files.url("base.qcow2"),
                 sha256=sha,
             )
             builder = _builder(small_fs / "agent")
-            spec = wire.InstanceSpec(image=image, osProfile=wire.OsProfile(computerName="vm"))
+            spec = instancespec.InstanceSpec(
+                image=image, osProfile=instancespec.OsProfile(computerName="vm")
+            )
             builder.fetch(image)  # the base is cached: only the new disk must fit
             with filled(small_fs, 0), pytest.raises(OperationFailed) as ei:
                 builder.build("vm-0", 2, image, spec, "10.99.0.5", "52:54:00:00:00:05")

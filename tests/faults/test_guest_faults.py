@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 
 from bench.scalesets import custom_script
-from hostagent.contract import wire
 from hostagent.contract.client import AgentError
+from hostagent.contract.views import InstanceView
 from images.tiny.build import build as build_image
 from kvmss.client import imagebuild
 from kvmss.client.api import ApiClient, ApiError
@@ -133,7 +133,7 @@ def when(samples: list[Sample], iid: str, state: str) -> list[Sample]:
     return [s for s in samples if s.states.get(iid) == state]
 
 
-def in_health_wait(samples: list[Sample], iid: str, version: str) -> list[wire.InstanceView]:
+def in_health_wait(samples: list[Sample], iid: str, version: str) -> list[InstanceView]:
     """What the agent said of ``iid`` from its reimage to ``version`` until its
     commit: on the new disk with the old one kept. The upgrade's own record
     turns WaitingHealth only when the controller next looks at the reimage

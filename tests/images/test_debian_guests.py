@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.served import FileServer
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.contract.client import AgentClient
 from images.debian import build as debian_build
 from images.debian import recipe, rootfs
@@ -108,12 +108,12 @@ def test_versions_share_one_cached_tree_and_differ_in_their_stamp(
 def _view(
     client: AgentClient,
     name: str,
-    pred: Callable[[wire.InstanceView], bool],
+    pred: Callable[[views.InstanceView], bool],
     timeout: float,
-) -> wire.InstanceView:
-    last: list[wire.InstanceView | None] = [None]
+) -> views.InstanceView:
+    last: list[views.InstanceView | None] = [None]
 
-    def there() -> wire.InstanceView | None:
+    def there() -> views.InstanceView | None:
         last[0] = view = client.instance(name)
         return view if view is not None and pred(view) else None
 
@@ -142,22 +142,22 @@ def _boot_and_log_in(image_dir: Path, name: str, version: str) -> tuple[str, str
         try:
             agent.start()
             c = agent.client
-            spec = wire.InstanceSpec(
+            spec = instancespec.InstanceSpec(
                 image=debianimage.image_spec(files.base_url, image_dir),
                 vcpus=debianimage.VCPUS,
                 memoryMB=debianimage.MEMORY_MB,
-                osProfile=wire.OsProfile(
+                osProfile=instancespec.OsProfile(
                     computerName=name, adminUsername=ADMIN, sshPublicKeys=[public]
                 ),
                 extensions=[
-                    wire.Extension(name="web", settings={"commandToExecute": WEB_EXT}),
-                    wire.Extension(
+                    instancespec.Extension(name="web", settings={"commandToExecute": WEB_EXT}),
+                    instancespec.Extension(
                         name="version",
                         settings={"commandToExecute": "cat /etc/os-version"},
                         provisionAfterExtensions=["web"],
                     ),
                 ],
-                healthProbe=wire.HealthProbe(
+                healthProbe=instancespec.HealthProbe(
                     protocol="Http",
                     port=8080,
                     requestPath="/health",

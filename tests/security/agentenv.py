@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from bench.served import FileServer
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.daemon.api import create_app
 from hostagent.daemon.config import AgentConfig
 from hostagent.daemon.guestapi import create_guest_app
@@ -33,7 +33,7 @@ class AgentEnv:
     agent: Agent
     api: TestClient
     guest: TestClient
-    images: dict[str, wire.ImageSpec]
+    images: dict[str, instancespec.ImageSpec]
 
     def spec(self, version: str = "1", **kw: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -71,11 +71,13 @@ def unique_name(prefix: str = "vm") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def base_image(files: FileServer, served: Path, version: str) -> wire.ImageSpec:
+def base_image(files: FileServer, served: Path, version: str) -> instancespec.ImageSpec:
     p = served / f"base-{version}.qcow2"
     sha = make_qcow2(p, f"kvmss base {version}".encode())
-    return wire.ImageSpec(
-        reference=wire.ImageReference(publisher="kvmss", offer="tiny", sku="1", version=version),
+    return instancespec.ImageSpec(
+        reference=instancespec.ImageReference(
+            publisher="kvmss", offer="tiny", sku="1", version=version
+        ),
         url=files.url(p.name),
         sha256=sha,
     )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 from bench.served import FileServer, tiny_image_spec
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations
 from hostagent.network import bridge, firewall
 from images.tiny.build import build
 from tests.agentproc import REPO
@@ -62,7 +62,7 @@ ENDED_RE = re.compile(r"^P (\d+)$", re.MULTILINE)
 @dataclass
 class Lab:
     agent: AgentServe
-    image: wire.ImageSpec
+    image: instancespec.ImageSpec
     ctl_port: int
     gateway: str
 
@@ -98,7 +98,7 @@ def lab() -> Iterator[Lab]:
 
 
 def probe_results(
-    lab: Lab, name: str, op: wire.Operation
+    lab: Lab, name: str, op: operations.Operation
 ) -> tuple[dict[str, tuple[str, str]], int]:
     """Run ``op`` (a create or reimage of ``name``) and wait for the probe
     extension's report: target -> (what wget got, what nc got) for the targets
@@ -136,13 +136,13 @@ def test_a_guest_reaches_only_its_agents_report_port(lab: Lab) -> None:
     addresses = host_ipv4_addresses()
     assert lab.gateway in addresses and len(addresses) >= 2
     probed = targets(addresses, lab.gateway, (mgmt, lab.ctl_port, report))
-    spec = wire.InstanceSpec(
+    spec = instancespec.InstanceSpec(
         image=lab.image,
         vcpus=1,
         memoryMB=192,
-        osProfile=wire.OsProfile(computerName="iso"),
+        osProfile=instancespec.OsProfile(computerName="iso"),
         extensions=[
-            wire.Extension(
+            instancespec.Extension(
                 name="probe",
                 settings={"commandToExecute": PROBE.replace("TARGETS", " ".join(probed))},
             )

@@ -16,7 +16,7 @@ from controller.api.app import create_app
 from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
 from controller.store.facade import Store
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations
 from kvmss.base import qemuimg
 from kvmss.base.clock import SystemClock
 from tests.controller.agentdouble import AgentDouble, FakeOp
@@ -385,12 +385,12 @@ def test_an_instance_its_agent_refuses_to_create_is_failed_and_the_reason_logged
 ) -> None:
     """(A lab run killed midway leaves domains of the same names behind; the
     next run's agents refuse them, and the reason must reach the log.)"""
-    refusal = wire.ErrorInfo(
+    refusal = operations.ErrorInfo(
         code="Conflict",
         message="a domain named web-0 exists on this host and is not a kvmss instance",
     )
 
-    def refuse(host: str, name: str, spec: wire.InstanceSpec) -> wire.Operation:
+    def refuse(host: str, name: str, spec: instancespec.InstanceSpec) -> operations.Operation:
         op = FakeOp("create-" + name, "create", name, 0.0, lambda: None, "Failed", refusal)
         env.agents.ops[op.id] = op
         return env.agents._view(op)

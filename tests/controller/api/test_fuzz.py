@@ -21,7 +21,7 @@ from controller.api.app import create_app
 from controller.model.body import ScaleSetBody
 from controller.model.mergepatch import merge_patch
 from controller.service.controller import Controller
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations, views
 from kvmss.base import qemuimg
 from kvmss.base.clock import SystemClock
 from tests.apifuzz import Draw, FuzzCase, FuzzReport, fuzz_app, known_values
@@ -52,37 +52,41 @@ class SerialAgentDouble(AgentDouble):
 
     _lock = threading.RLock()
 
-    def put_instance(self, host: str, name: str, spec: wire.InstanceSpec) -> wire.Operation:
+    def put_instance(
+        self, host: str, name: str, spec: instancespec.InstanceSpec
+    ) -> operations.Operation:
         with self._lock:
             return super().put_instance(host, name, spec)
 
     def reimage(
-        self, host: str, name: str, image: wire.ImageSpec, operation_id: str
-    ) -> wire.Operation:
+        self, host: str, name: str, image: instancespec.ImageSpec, operation_id: str
+    ) -> operations.Operation:
         with self._lock:
             return super().reimage(host, name, image, operation_id)
 
-    def rollback(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def rollback(self, host: str, name: str, operation_id: str) -> operations.Operation:
         with self._lock:
             return super().rollback(host, name, operation_id)
 
-    def commit(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def commit(self, host: str, name: str, operation_id: str) -> operations.Operation:
         with self._lock:
             return super().commit(host, name, operation_id)
 
-    def delete(self, host: str, name: str, operation_id: str) -> wire.Operation:
+    def delete(self, host: str, name: str, operation_id: str) -> operations.Operation:
         with self._lock:
             return super().delete(host, name, operation_id)
 
-    def operation(self, host: str, op_id: str) -> wire.Operation:
+    def operation(self, host: str, op_id: str) -> operations.Operation:
         with self._lock:
             return super().operation(host, op_id)
 
-    def cancel(self, host: str, name: str, op_id: str, kind: wire.OperationKind) -> wire.Operation:
+    def cancel(
+        self, host: str, name: str, op_id: str, kind: operations.OperationKind
+    ) -> operations.Operation:
         with self._lock:
             return super().cancel(host, name, op_id, kind)
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> views.InstanceView | None:
         with self._lock:
             return super().instance(host, name)
 

@@ -21,8 +21,8 @@ from controller.api.app import create_app
 from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
 from controller.store.facade import Store
-from hostagent.contract import wire
 from hostagent.contract.client import AgentError
+from hostagent.contract.views import ExtensionStatus, HostView, InstanceView
 from kvmss.base import qemuimg
 from kvmss.base.clock import SystemClock
 from tests.controller.agentdouble import AgentDouble
@@ -38,13 +38,13 @@ SET = "/v1/scaleSets/web"
 class ReportingAgents(AgentDouble):
     """The agent double, its views carrying extension statuses."""
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> InstanceView | None:
         view = super().instance(host, name)
         if view is None:
             return None
         extensions = [
-            wire.ExtensionStatus(name="app", status="Succeeded", exitCode=0),
-            wire.ExtensionStatus(name="base", status="Transitioning"),
+            ExtensionStatus(name="app", status="Succeeded", exitCode=0),
+            ExtensionStatus(name="base", status="Transitioning"),
         ]
         return view.model_copy(update={"extensions": extensions})
 
@@ -92,7 +92,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     agents = ReportingAgents(clock, op_seconds=0, boot_seconds=0)
     down: set[str] = set()
 
-    def probe(url: str, token: str) -> wire.HostView:
+    def probe(url: str, token: str) -> HostView:
         if url in down:
             raise AgentError(503, "Unreachable", f"{url} does not answer")
         return host_view(url, token)

@@ -7,13 +7,13 @@ from typing import cast
 from controller.base.settings import Settings
 from controller.fleet.agents import AgentPort
 from controller.fleet.operations import OperationWaiter
-from hostagent.contract import wire
+from hostagent.contract import operations
 from hostagent.contract.client import AgentUnreachable
 from kvmss.base.clock import FakeClock
 
 
-def _op(status: str) -> wire.Operation:
-    return wire.Operation.model_validate(
+def _op(status: str) -> operations.Operation:
+    return operations.Operation.model_validate(
         {"id": "op-1", "kind": "reimage", "instance": "web-0", "status": status, "startTime": "t"}
     )
 
@@ -21,11 +21,11 @@ def _op(status: str) -> wire.Operation:
 class Agents:
     """Answers polls from a script; an exception in it is raised."""
 
-    def __init__(self, *answers: wire.Operation | Exception) -> None:
+    def __init__(self, *answers: operations.Operation | Exception) -> None:
         self.answers = list(answers)
         self.polls = 0
 
-    def operation(self, host: str, op_id: str) -> wire.Operation:
+    def operation(self, host: str, op_id: str) -> operations.Operation:
         self.polls += 1
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):

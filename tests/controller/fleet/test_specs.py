@@ -6,7 +6,7 @@ import pytest
 
 from controller.fleet.specs import SpecError, instance_spec
 from controller.model.scaleset import parse_scale_set
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from tests.controller.model.test_valid import (
     SECRET,
     SECRET_B64,
@@ -20,23 +20,25 @@ from tests.controller.model.test_valid import (
 SHA = "ab" * 32
 
 
-def image(version: str = "3") -> wire.ImageSpec:
-    return wire.ImageSpec(
+def image(version: str = "3") -> instancespec.ImageSpec:
+    return instancespec.ImageSpec(
         url=f"http://controller:8080/v1/images/kvmss/tiny/1/{version}/blob",
         sha256=SHA,
-        reference=wire.ImageReference(publisher="kvmss", offer="tiny", sku="1", version=version),
+        reference=instancespec.ImageReference(
+            publisher="kvmss", offer="tiny", sku="1", version=version
+        ),
     )
 
 
 def test_full_model_becomes_the_wire_spec() -> None:
     model = parse_scale_set("web", full_body())
     spec = instance_spec(model, "web-7", image(), "web000007", operation_id="op-1")
-    assert spec == wire.InstanceSpec(
+    assert spec == instancespec.InstanceSpec(
         image=image(),
         vcpus=1,
         memoryMB=256,
-        dataDisks=[wire.DataDisk(lun=0, diskSizeGB=1)],
-        osProfile=wire.OsProfile(
+        dataDisks=[instancespec.DataDisk(lun=0, diskSizeGB=1)],
+        osProfile=instancespec.OsProfile(
             computerName="web000007",
             adminUsername="azureuser",
             sshPublicKeys=[SSH_KEY],
@@ -45,26 +47,26 @@ def test_full_model_becomes_the_wire_spec() -> None:
             ],
         ),
         extensions=[
-            wire.Extension(
+            instancespec.Extension(
                 name="app",
                 type="CustomScript",
                 settings={"commandToExecute": "echo app"},
                 protectedSettings={"script": SECRET_B64},
                 provisionAfterExtensions=["base"],
             ),
-            wire.Extension(
+            instancespec.Extension(
                 name="base",
                 type="CustomScript",
                 settings={"commandToExecute": "echo base"},
             ),
         ],
-        healthProbe=wire.HealthProbe(
+        healthProbe=instancespec.HealthProbe(
             protocol="Http", port=8080, requestPath="/health", intervalInSeconds=5, numberOfProbes=2
         ),
         operationId="op-1",
     )
     # What the controller sends is what the agent parses back.
-    assert wire.InstanceSpec.model_validate(spec.model_dump(mode="json")) == spec
+    assert instancespec.InstanceSpec.model_validate(spec.model_dump(mode="json")) == spec
 
 
 def test_minimal_model_uses_defaults() -> None:
@@ -76,7 +78,7 @@ def test_minimal_model_uses_defaults() -> None:
     assert spec.extensions == []
     assert spec.healthProbe is None
     assert spec.operationId is None
-    assert spec.osProfile == wire.OsProfile(computerName="web000000")
+    assert spec.osProfile == instancespec.OsProfile(computerName="web000000")
     assert spec.image.reference.version == "1.0"
 
 

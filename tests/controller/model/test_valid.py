@@ -17,7 +17,7 @@ from controller.model.scaleset import (
     parse_scale_set,
 )
 from controller.model.upgradepolicy import RollingPolicy
-from hostagent.contract import wire
+from hostagent.contract import instancespec, names
 
 SECRET = "SECRET-abc"
 SECRET_B64 = base64.b64encode(f"#!/bin/sh\necho {SECRET}\n".encode()).decode()
@@ -175,11 +175,11 @@ def test_full_body_accessors() -> None:
     assert model.automatic == AutomaticPolicy(
         enable=True, disable_rollback=False, use_rolling_upgrade_policy=True
     )
-    assert model.image_reference == wire.ImageReference(
+    assert model.image_reference == instancespec.ImageReference(
         publisher="kvmss", offer="tiny", sku="1", version="latest"
     )
-    assert model.data_disks == [wire.DataDisk(lun=0, diskSizeGB=1)]
-    assert model.health_probe == wire.HealthProbe(
+    assert model.data_disks == [instancespec.DataDisk(lun=0, diskSizeGB=1)]
+    assert model.health_probe == instancespec.HealthProbe(
         protocol="Http", port=8080, requestPath="/health", intervalInSeconds=5, numberOfProbes=2
     )
     assert [e.name for e in model.extensions] == ["app", "base"]
@@ -273,7 +273,7 @@ def test_identity_fields_may_be_sent_back() -> None:
 def test_longest_name_still_makes_valid_instance_names() -> None:
     name = "a" * NAME_MAX_LENGTH
     model = parse_scale_set(name, minimal_body())
-    wire.check_instance_name(f"{model.name}-999999")
+    names.check_instance_name(f"{model.name}-999999")
     assert error_of(minimal_body(), name="a" * (NAME_MAX_LENGTH + 1)).field == "name"
 
 

@@ -21,7 +21,8 @@ from controller.store.facade import Store, instance_name
 from controller.store.states import StartedBy
 from controller.upgrade.observing import MAX_POLL_INTERVAL
 from controller.upgrade.orchestrator import Orchestrator
-from hostagent.contract import wire
+from hostagent.contract import operations
+from hostagent.contract.views import Health, InstanceView
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
 from tests.controller.upgrade.test_orchestrator import SET, World, image, populate, spec_of, states
@@ -37,12 +38,12 @@ class Counting:
         self.who: list[str] = []  # the instance of each ``instance`` call
         self.polled: list[float] = []  # operation calls
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> InstanceView | None:
         self.asked.append(self.clock.now())
         self.who.append(name)
         return self.agents.instance(host, name)
 
-    def operation(self, host: str, op_id: str) -> wire.Operation:
+    def operation(self, host: str, op_id: str) -> operations.Operation:
         self.polled.append(self.clock.now())
         return self.agents.operation(host, op_id)
 
@@ -54,12 +55,12 @@ class Snapshots:
     """What ``recent`` answers: views the test sets, by instance name."""
 
     def __init__(self) -> None:
-        self.views: dict[str, wire.InstanceView] = {}
+        self.views: dict[str, InstanceView] = {}
         self.asked = 0
 
     def __call__(
         self, host: str, name: str, max_age: float | None
-    ) -> tuple[bool, wire.InstanceView | None]:
+    ) -> tuple[bool, InstanceView | None]:
         self.asked += 1
         view = self.views.get(name)
         return (view is not None), view
@@ -153,9 +154,7 @@ def healthy_snapshots(w: World, snapshots: Snapshots, names: list[str]) -> None:
     for n in names:
         view = w.agents.instance("host0", n)
         assert view is not None
-        snapshots.views[n] = view.model_copy(
-            update={"health": wire.Health(state="Healthy", reasons=[])}
-        )
+        snapshots.views[n] = view.model_copy(update={"health": Health(state="Healthy", reasons=[])})
 
 
 def five_with_snapshots(w: World, snapshots: Snapshots) -> list[str]:
@@ -191,7 +190,7 @@ def test_a_fresh_snapshot_commits_without_asking_and_the_gate_reads_healthy_snap
 def unhealthy(snapshots: Snapshots, names: list[str]) -> None:
     for n in names:
         snapshots.views[n] = snapshots.views[n].model_copy(
-            update={"health": wire.Health(state="Unhealthy", reasons=["probe"])}
+            update={"health": Health(state="Unhealthy", reasons=["probe"])}
         )
 
 

@@ -16,7 +16,7 @@ from controller.store.facade import Conflict, ImageRecord, InstanceRecord, Store
 from controller.store.states import ProvisioningState, StartedBy
 from controller.upgrade import planner
 from controller.upgrade.orchestrator import Orchestrator
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
 
@@ -27,9 +27,9 @@ def image(version: str) -> ImageRecord:
     return ImageRecord("p", "o", "s", version, "a" * 64, 1, 1, Path("/x"), 0.0)
 
 
-def spec_of(rec: ImageRecord) -> wire.ImageSpec:
-    return wire.ImageSpec(
-        reference=wire.ImageReference(
+def spec_of(rec: ImageRecord) -> instancespec.ImageSpec:
+    return instancespec.ImageSpec(
+        reference=instancespec.ImageReference(
             publisher=rec.publisher, offer=rec.offer, sku=rec.sku, version=rec.version
         ),
         url="http://controller/blob",

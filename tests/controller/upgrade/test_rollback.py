@@ -18,7 +18,7 @@ from controller.service.controller import Controller, Settings
 from controller.store.facade import ImageRecord, InstanceRecord, Store, UpgradeRecord, instance_name
 from controller.store.states import ProvisioningState, StartedBy
 from controller.upgrade.orchestrator import Orchestrator
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations
 from hostagent.contract.client import AgentError
 from kvmss.base.clock import FakeClock
 from tests.controller.agentdouble import AgentDouble
@@ -35,11 +35,11 @@ def image(version: str) -> ImageRecord:
     return ImageRecord("p", "o", "s", version, "a" * 64, 1, 1, Path("/x"), 0.0)
 
 
-def spec_of(rec: ImageRecord) -> wire.ImageSpec:
-    ref = wire.ImageReference(
+def spec_of(rec: ImageRecord) -> instancespec.ImageSpec:
+    ref = instancespec.ImageReference(
         publisher=rec.publisher, offer=rec.offer, sku=rec.sku, version=rec.version
     )
-    return wire.ImageSpec(reference=ref, url="http://controller/blob", sha256=rec.sha256)
+    return instancespec.ImageSpec(reference=ref, url="http://controller/blob", sha256=rec.sha256)
 
 
 @dataclass
@@ -85,8 +85,8 @@ class LosingDouble(AgentDouble):
     transient_refusals = 0
 
     def reimage(
-        self, host: str, name: str, image: wire.ImageSpec, operation_id: str
-    ) -> wire.Operation:
+        self, host: str, name: str, image: instancespec.ImageSpec, operation_id: str
+    ) -> operations.Operation:
         if self.lose_on_reimage:
             self.unreachable_hosts.add(host)
         if self.transient_refusals > 0 and host not in self.unreachable_hosts:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 
 from controller.views.compact import VIEW_FIELDS, listed, pack, unpack
-from hostagent.contract import wire
+from hostagent.contract.views import InstanceView
 from tests.controller.views.test_instances import full_view
 
 
@@ -14,7 +14,7 @@ def test_a_packed_view_unpacks_to_the_same_view_and_covers_every_field() -> None
     v = full_view()
     assert unpack(pack(v)) == v
     assert unpack(pack(v)).model_dump() == v.model_dump()
-    assert set(VIEW_FIELDS) == set(wire.InstanceView.model_fields), "pack() misses a new field"
+    assert set(VIEW_FIELDS) == set(InstanceView.model_fields), "pack() misses a new field"
     assert listed(pack(v)) == (
         "1",
         "running",

@@ -11,42 +11,50 @@ from typing import Any
 import pytest
 
 from controller.views.instances import InstanceViews, ObservingPort
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.contract.client import AgentError, AgentUnreachable
+from hostagent.contract.views import (
+    DataDiskView,
+    ExtensionStatus,
+    GenerationView,
+    Health,
+    InstanceView,
+    ProbeStatus,
+)
 from kvmss.base.clock import SystemClock
 
 
-def view(name: str, version: str = "1", health: str = "Healthy", **more: Any) -> wire.InstanceView:
-    gen = wire.GenerationView(
+def view(name: str, version: str = "1", health: str = "Healthy", **more: Any) -> InstanceView:
+    gen = GenerationView(
         generation=2,
         instanceId=f"{name}-g2",
-        image=wire.ImageReference(publisher="p", offer="o", sku="s", version=version),
+        image=instancespec.ImageReference(publisher="p", offer="o", sku="s", version=version),
         imageSha256="a" * 64,
         osDisk=f"/d/{name}",
     )
-    return wire.InstanceView(
+    return InstanceView(
         name=name,
         powerState="running",
         address="10.0.0.2",
         current=gen,
-        health=wire.Health(state=health, reasons=[] if health == "Healthy" else ["probe"]),  # type: ignore[arg-type]
+        health=Health(state=health, reasons=[] if health == "Healthy" else ["probe"]),  # type: ignore[arg-type]
         **more,
     )
 
 
-def full_view() -> wire.InstanceView:
+def full_view() -> InstanceView:
     v = view("web-1", health="Unhealthy")
     return view(
         "web-1",
         health="Unhealthy",
         previous=v.current,
-        dataDisks=[wire.DataDiskView(lun=0, diskSizeGB=1, path="/d/0")],
+        dataDisks=[DataDiskView(lun=0, diskSizeGB=1, path="/d/0")],
         extensions=[
-            wire.ExtensionStatus(
+            ExtensionStatus(
                 name="app", status="Failed", exitCode=3, message="m", instanceId="i", time="t"
             )
         ],
-        probe=wire.ProbeStatus(
+        probe=ProbeStatus(
             healthy=False,
             consecutiveSuccesses=0,
             consecutiveFailures=2,
@@ -62,7 +70,7 @@ class Agents:
     """Per-host views, answering the port's ``instance`` and a host listing,
     counting the calls."""
 
-    def __init__(self, hosts: dict[str, list[wire.InstanceView]]) -> None:
+    def __init__(self, hosts: dict[str, list[InstanceView]]) -> None:
         self.hosts = hosts
         self.calls: Counter[str] = Counter()
         self.down: set[str] = set()
@@ -72,13 +80,13 @@ class Agents:
         self.cpu = 0.0  # what the watcher's CPU meter reads (see cpu_cost)
         self.cpu_cost = 0.0  # CPU seconds a listing "costs"
 
-    def instance(self, host: str, name: str) -> wire.InstanceView | None:
+    def instance(self, host: str, name: str) -> InstanceView | None:
         self.calls["instance"] += 1
         if host in self.down:
             raise AgentUnreachable(host, "ConnectionError")
         return next((v for v in self.hosts[host] if v.name == name), None)
 
-    def list(self, host: str) -> list[wire.InstanceView]:
+    def list(self, host: str) -> list[InstanceView]:
         self.calls[f"list {host}"] += 1
         if self.gate is not None:
             self.gate.wait(5)

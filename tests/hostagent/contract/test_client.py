@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hostagent.contract import wire
+from hostagent.contract import operations
 from hostagent.contract.client import AgentClient, AgentError, AgentUnreachable
+from kvmss.base.clock import FakeClock
 
 TOKEN = "tok-" + "s" * 40
 
@@ -128,7 +129,7 @@ def test_an_agent_that_accepts_and_never_answers_times_out() -> None:
 
 def test_a_view_parses_into_the_wire_model(server: str) -> None:
     c = AgentClient(server, TOKEN)
-    assert isinstance(c.operation("op-1"), wire.Operation)
+    assert isinstance(c.operation("op-1"), operations.Operation)
 
 
 @pytest.mark.parametrize(
@@ -148,3 +149,28 @@ def test_a_listing_that_is_no_instance_list_is_an_invalid_response(
 def test_an_empty_listing_is_no_instance(server: str) -> None:
     Handler.listing = b'{"value": []}'
     assert AgentClient(server, TOKEN).instances() == []
+
+
+def _op(status: operations.OperationStatus) -> operations.Operation:
+    return operations.Operation(
+        id="op-1", kind="reimage", instance="web-0", status=status, startTime="t"
+    )
+
+
+def test_wait_polls_on_the_clock_until_the_operation_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    c = AgentClient("http://agent.invalid", TOKEN, clock=clock)
+    answers: Iterator[operations.OperationStatus] = iter(["InProgress", "InProgress", "Succeeded"])
+    monkeypatch.setattr(c, "operation", lambda _op_id: _op(next(answers)))
+    assert c.wait(_op("InProgress"), timeout=60, poll=5).status == "Succeeded"
+    assert clock.monotonic() == 10  # asked at once, then every 5 s
+    assert c.wait(_op("Failed")).status == "Failed"  # an ended operation: nothing asked
+
+
+def test_wait_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    c = AgentClient("http://agent.invalid", TOKEN, clock=clock)
+    monkeypatch.setattr(c, "operation", lambda _op_id: _op("InProgress"))
+    with pytest.raises(TimeoutError, match=r"op-1 \(reimage\) still running after 30"):
+        c.wait(_op("InProgress"), timeout=30, poll=5)
+    assert clock.monotonic() == 30

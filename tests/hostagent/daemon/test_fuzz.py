@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 
 from bench.served import FileServer
-from hostagent.contract import wire
+from hostagent.contract import operations
 from hostagent.daemon.api import create_app
 from hostagent.daemon.config import AgentConfig
 from hostagent.daemon.service import Agent
@@ -201,7 +201,7 @@ def local_files(env: Env) -> CaseMapper:
 def record_operation(env: Env) -> Observer:
     def observe(_case: FuzzCase, response: schemathesis.Response) -> None:
         if response.status_code == 202:
-            env.operations.add(wire.Operation.model_validate_json(response.content).id)
+            env.operations.add(operations.Operation.model_validate_json(response.content).id)
 
     return observe
 

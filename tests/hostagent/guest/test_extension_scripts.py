@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.guest import extensions
 from hostagent.guest.extensions import ExtensionOrderError
 
@@ -22,15 +22,15 @@ INSTANCE = "web-0"
 INSTANCE_ID = "i-web-0-g3-1a2b3c"
 
 
-def ext(name: str, *after: str, **settings: Any) -> wire.Extension:
-    return wire.Extension(
+def ext(name: str, *after: str, **settings: Any) -> instancespec.Extension:
+    return instancespec.Extension(
         name=name,
         settings=settings or {"commandToExecute": "true"},
         provisionAfterExtensions=list(after),
     )
 
 
-def names(exts: list[wire.Extension]) -> list[str]:
+def names(exts: list[instancespec.Extension]) -> list[str]:
     return [e.name for e in exts]
 
 
@@ -92,7 +92,7 @@ URL = "http://10.77.0.1:8091/v1/guest/instances/web-0"
 TOKEN = "a3f1" * 16
 
 
-def script_for(exts: list[wire.Extension], **kw: Any) -> str:
+def script_for(exts: list[instancespec.Extension], **kw: Any) -> str:
     args: dict[str, Any] = {
         "instance": INSTANCE,
         "instance_id": INSTANCE_ID,
@@ -106,13 +106,13 @@ def script_for(exts: list[wire.Extension], **kw: Any) -> str:
 
 
 def test_custom_script_without_command_or_script_is_rejected() -> None:
-    bad = wire.Extension(name="setup", settings={"timestamp": 1})
+    bad = instancespec.Extension(name="setup", settings={"timestamp": 1})
     with pytest.raises(ValueError, match=r"'setup'.*commandToExecute or script"):
         script_for([bad])
 
 
 def test_custom_script_with_both_keys_in_one_place_is_rejected() -> None:
-    bad = wire.Extension(
+    bad = instancespec.Extension(
         name="setup", protectedSettings={"commandToExecute": "x", "script": b64("y")}
     )
     with pytest.raises(ValueError, match="'setup': protectedSettings has both"):
@@ -120,7 +120,7 @@ def test_custom_script_with_both_keys_in_one_place_is_rejected() -> None:
 
 
 def test_invalid_script_base64_is_rejected_without_echoing_it() -> None:
-    bad = wire.Extension(name="setup", protectedSettings={"script": "s3cr3t!!not-base64"})
+    bad = instancespec.Extension(name="setup", protectedSettings={"script": "s3cr3t!!not-base64"})
     with pytest.raises(ValueError, match=r"protectedSettings\.script is not valid base64") as e:
         script_for([bad])
     assert "s3cr3t" not in str(e.value)
@@ -148,7 +148,7 @@ def test_reserved_extension_name_is_rejected() -> None:
 
 
 def test_fileuris_is_rejected() -> None:
-    bad = wire.Extension(
+    bad = instancespec.Extension(
         name="setup", settings={"fileUris": ["http://x/y.sh"], "commandToExecute": "sh y.sh"}
     )
     with pytest.raises(ValueError, match=r"settings\.fileUris is not supported"):
@@ -167,7 +167,7 @@ def test_fileuris_is_rejected() -> None:
     ],
 )
 def test_health_settings_are_checked(settings: dict[str, Any], message: str) -> None:
-    bad = wire.Extension(name="health", type="ApplicationHealthLinux", settings=settings)
+    bad = instancespec.Extension(name="health", type="ApplicationHealthLinux", settings=settings)
     with pytest.raises(ValueError, match=f"'health': settings.*{message}"):
         script_for([bad])
 
@@ -175,7 +175,7 @@ def test_health_settings_are_checked(settings: dict[str, Any], message: str) -> 
 def test_user_text_never_appears_as_shell_text() -> None:
     command = "echo '$(reboot)'; `halt` \"$HOME\" ; exit 0 # marker-123"
     script = script_for(
-        [wire.Extension(name="x", settings={"commandToExecute": command})],
+        [instancespec.Extension(name="x", settings={"commandToExecute": command})],
         custom_data=b64("customdata-marker"),
     )
     assert script.startswith("#!/bin/sh\n")
@@ -187,7 +187,7 @@ def test_generated_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed")
-    health = wire.Extension(
+    health = instancespec.Extension(
         name="h", type="ApplicationHealthLinux", settings={"protocol": "http", "port": 80}
     )
     main = script_for([ext("a"), health], custom_data=b64("x"))

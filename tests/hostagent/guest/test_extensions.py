@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, reports
 from hostagent.guest import extensions
 from kvmss.base.clock import SystemClock
 from kvmss.base.waiting import wait_for, wait_until
@@ -215,8 +215,8 @@ def _wait_gone(pid: int, seconds: float) -> None:
         raise AssertionError(f"health loop {pid} did not stop when its pid file went away")
 
 
-def report(req: Request) -> wire.ExtensionReport:
-    return wire.ExtensionReport.model_validate_json(req.body)
+def report(req: Request) -> reports.ExtensionReport:
+    return reports.ExtensionReport.model_validate_json(req.body)
 
 
 def output(req: Request) -> bytes:
@@ -242,7 +242,7 @@ def test_script_runs_extensions_in_order_and_reports(
                 ' printf "%s %s %s\\n" "$KVMSS_INSTANCE_ID" "$KVMSS_EXTENSION" "$KVMSS_INSTANCE"'
             ),
         ),
-        wire.Extension(
+        instancespec.Extension(
             name="second",
             settings={"commandToExecute": "echo settings lost; exit 9"},
             protectedSettings={"script": b64('echo "script ran in $(pwd)"\necho "it\'s"\n')},
@@ -365,13 +365,15 @@ def test_unreachable_agent_does_not_fail_the_script(work: Path) -> None:
 # ---- application health ------------------------------------------------------------
 
 
-def health_ext(**settings: Any) -> wire.Extension:
-    return wire.Extension(name="apphealth", type="ApplicationHealthLinux", settings=settings)
+def health_ext(**settings: Any) -> instancespec.Extension:
+    return instancespec.Extension(
+        name="apphealth", type="ApplicationHealthLinux", settings=settings
+    )
 
 
-def health_reports(agent: Agent) -> list[wire.HealthReport]:
+def health_reports(agent: Agent) -> list[reports.HealthReport]:
     return [
-        wire.HealthReport.model_validate_json(r.body)
+        reports.HealthReport.model_validate_json(r.body)
         for r in agent.posts(f"/v1/guest/instances/{INSTANCE}/health")
     ]
 

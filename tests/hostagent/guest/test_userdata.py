@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.guest import extensions, userdata
 
 MIME_PART_AWK = (
@@ -26,7 +26,7 @@ def _script() -> str:
         instance="web-0",
         instance_id="i-web-0-g1-abcdef",
         extensions=[
-            wire.Extension(
+            instancespec.Extension(
                 name="hello",
                 type="CustomScript",
                 settings={"commandToExecute": "echo ünïcode > /tmp/x"},
@@ -163,8 +163,8 @@ def test_a_part_holding_the_boundary_or_non_ascii_is_refused() -> None:
 
 def test_wire_refuses_bad_admin_user_and_keys() -> None:
     with pytest.raises(ValueError, match="system account"):
-        wire.OsProfile(computerName="web", adminUsername="root")
+        instancespec.OsProfile(computerName="web", adminUsername="root")
     with pytest.raises(ValueError, match="sshPublicKeys"):
-        wire.OsProfile(computerName="web", sshPublicKeys=["not a key"])
-    profile = wire.OsProfile(computerName="web", adminUsername="ops", sshPublicKeys=[KEY])
+        instancespec.OsProfile(computerName="web", sshPublicKeys=["not a key"])
+    profile = instancespec.OsProfile(computerName="web", adminUsername="ops", sshPublicKeys=[KEY])
     assert KEY not in repr(profile)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec, views
 from hostagent.health.probes import Prober, ProbeResult, ProbeTracker, probe_once, probe_timeout
 from kvmss.base.clock import FakeClock, SystemClock, iso8601
 from kvmss.base.waiting import wait_until
@@ -87,14 +87,16 @@ def black_hole() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-def http(port: int, path: str, interval: int = 5, n: int = 2) -> wire.HealthProbe:
-    return wire.HealthProbe(
+def http(port: int, path: str, interval: int = 5, n: int = 2) -> instancespec.HealthProbe:
+    return instancespec.HealthProbe(
         protocol="Http", port=port, requestPath=path, intervalInSeconds=interval, numberOfProbes=n
     )
 
 
-def tcp(port: int, interval: int = 5, n: int = 2) -> wire.HealthProbe:
-    return wire.HealthProbe(protocol="Tcp", port=port, intervalInSeconds=interval, numberOfProbes=n)
+def tcp(port: int, interval: int = 5, n: int = 2) -> instancespec.HealthProbe:
+    return instancespec.HealthProbe(
+        protocol="Tcp", port=port, intervalInSeconds=interval, numberOfProbes=n
+    )
 
 
 # ---- probe_once -----------------------------------------------------------------
@@ -232,7 +234,7 @@ def test_tracker_unknown_to_unhealthy_and_interrupted_streaks() -> None:
     assert t.healthy is None
     t.record(False, "timeout after 5.0s", 6.0)
     assert t.healthy is False
-    assert t.status() == wire.ProbeStatus(
+    assert t.status() == views.ProbeStatus(
         healthy=False,
         consecutiveSuccesses=0,
         consecutiveFailures=3,
@@ -242,7 +244,7 @@ def test_tracker_unknown_to_unhealthy_and_interrupted_streaks() -> None:
 
 
 def test_tracker_status_before_any_probe() -> None:
-    assert ProbeTracker(2).status() == wire.ProbeStatus()
+    assert ProbeTracker(2).status() == views.ProbeStatus()
     with pytest.raises(ValueError, match="numberOfProbes"):
         ProbeTracker(0)
 
@@ -275,7 +277,7 @@ def test_run_due_follows_each_instance_interval(
         clock.advance(1)
     # a at 0,2,4,6,8,10,12; b at 0,3,6,9,12
     assert ran == {0: 2, 1: 0, 2: 1, 3: 1, 4: 1, 5: 0, 6: 2, 7: 0, 8: 1, 9: 1, 10: 1, 11: 0, 12: 2}
-    assert prober.status("a") == wire.ProbeStatus(
+    assert prober.status("a") == views.ProbeStatus(
         healthy=True, consecutiveSuccesses=7, lastProbeTime=iso8601(clock.now() - 1)
     )
     b = prober.status("b")
@@ -334,7 +336,7 @@ def test_failed_http_probe_reports_status_code(prober: Prober, clock: FakeClock,
     clock.advance(5)
     prober.run_due(clock.monotonic())
     assert prober.healthy("web-0") is False
-    assert prober.status("web-0") == wire.ProbeStatus(
+    assert prober.status("web-0") == views.ProbeStatus(
         healthy=False,
         consecutiveFailures=2,
         lastError="HTTP 500",
@@ -351,9 +353,9 @@ def test_watch_again_resets_state_and_probes_at_once(
     clock.advance(1)
     prober.watch("vm", tcp(closed_port, interval=5, n=2), "127.0.0.1")
     assert prober.healthy("vm") is None
-    assert prober.status("vm") == wire.ProbeStatus()
+    assert prober.status("vm") == views.ProbeStatus()
     assert prober.run_due(clock.monotonic()) == 1  # due at once, not at the old schedule
-    assert prober.status("vm") == wire.ProbeStatus(
+    assert prober.status("vm") == views.ProbeStatus(
         consecutiveFailures=1, lastError="connection refused", lastProbeTime=iso8601(clock.now())
     )
 
@@ -385,7 +387,7 @@ def test_slow_probe_does_not_block_others_and_is_not_stacked(
     assert prober.run_due(clock.monotonic(), wait=False) == 2
     wait_until(SystemClock(), lambda: prober.healthy("fast") is True, timeout=0.8, interval=0.01)
     assert prober.healthy("fast") is True
-    assert prober.status("slow") == wire.ProbeStatus()  # still waiting for its answer
+    assert prober.status("slow") == views.ProbeStatus()  # still waiting for its answer
     clock.advance(1)
     assert prober.run_due(clock.monotonic(), wait=False) == 1  # slow skipped: still in flight
     assert prober.drain(5.0)
@@ -400,7 +402,7 @@ def test_result_of_replaced_watch_is_dropped(clock: FakeClock) -> None:
     gate = threading.Event()
     calls: list[str] = []
 
-    def gated(probe: wire.HealthProbe, address: str, timeout: float) -> ProbeResult:
+    def gated(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
         calls.append(address)
         if address == "10.0.0.2":
             gate.wait(5)
@@ -413,7 +415,7 @@ def test_result_of_replaced_watch_is_dropped(clock: FakeClock) -> None:
         p.watch("vm", tcp(80, n=1), "10.0.0.3")  # reimaged: new tracker while old probe runs
         gate.set()
         assert p.drain(5.0)
-        assert p.status("vm") == wire.ProbeStatus()
+        assert p.status("vm") == views.ProbeStatus()
         assert p.run_due(clock.monotonic()) == 1
         assert p.healthy("vm") is True
         assert calls == ["10.0.0.2", "10.0.0.3"]
@@ -422,14 +424,14 @@ def test_result_of_replaced_watch_is_dropped(clock: FakeClock) -> None:
 
 
 def test_probe_function_that_raises_counts_as_failure(clock: FakeClock) -> None:
-    def broken(probe: wire.HealthProbe, address: str, timeout: float) -> ProbeResult:
+    def broken(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
         raise RuntimeError("boom with details")
 
     p = Prober(clock, broken)
     try:
         p.watch("vm", tcp(80, n=1), "10.0.0.2")
         assert p.run_due(clock.monotonic()) == 1
-        assert p.status("vm") == wire.ProbeStatus(
+        assert p.status("vm") == views.ProbeStatus(
             healthy=False,
             consecutiveFailures=1,
             lastError="probe error: RuntimeError",

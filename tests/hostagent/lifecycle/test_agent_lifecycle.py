@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bench.served import FileServer
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations
 from hostagent.daemon.api import create_app
 from hostagent.daemon.config import AgentConfig
 from hostagent.daemon.guestapi import create_guest_app
@@ -39,7 +39,7 @@ class Env:
     files: FileServer
     agent: Agent
     api: TestClient
-    images: dict[str, wire.ImageSpec]
+    images: dict[str, instancespec.ImageSpec]
 
     def restart(self) -> None:
         """A new agent process on the same storage (the test driver's state is
@@ -49,11 +49,13 @@ class Env:
         self.api = TestClient(create_app(self.agent))
 
 
-def image(files: FileServer, dirpath: Path, version: str) -> wire.ImageSpec:
+def image(files: FileServer, dirpath: Path, version: str) -> instancespec.ImageSpec:
     p = dirpath / f"base-{version}.qcow2"
     sha = make_qcow2(p, f"kvmss base {version}".encode())
-    return wire.ImageSpec(
-        reference=wire.ImageReference(publisher="kvmss", offer="tiny", sku="1", version=version),
+    return instancespec.ImageSpec(
+        reference=instancespec.ImageReference(
+            publisher="kvmss", offer="tiny", sku="1", version=version
+        ),
         url=files.url(p.name),
         sha256=sha,
     )
@@ -112,7 +114,7 @@ def spec(env: Env, version: str = "1", **kw: Any) -> dict[str, Any]:
 
 def wait(env: Env, resp: Any, api: TestClient | None = None) -> dict[str, Any]:
     assert resp.status_code == 202, resp.text
-    op = wire.Operation(**resp.json())
+    op = operations.Operation(**resp.json())
     for _ in range(400):
         got = (api or env.api).get(f"/v1/operations/{op.id}", headers=AUTH).json()
         if got["status"] != "InProgress":

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from tests.hostagent.lifecycle.test_agent_lifecycle import AUTH, Env, create, env, name, wait
 
 __all__ = ["env"]  # the fixture, used by name
@@ -57,7 +57,7 @@ def test_a_cancel_answered_while_the_reimage_fetches_its_image_wins(
     fetch = builder.fetch
     answers: list[Any] = []
 
-    def fetch_then_cancel(image: wire.ImageSpec) -> tuple[Path, Path | None, Path | None]:
+    def fetch_then_cancel(image: instancespec.ImageSpec) -> tuple[Path, Path | None, Path | None]:
         got = fetch(image)
         if not answers:
             answers.append(cancel(env, "racing-reimage", n))

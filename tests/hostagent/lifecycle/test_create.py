@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.disks.imagecache import ImageRejected
 from hostagent.domxml.metadata import Generation
 from hostagent.hypervisor.virt import HypervisorError
@@ -18,8 +18,8 @@ from tests.hostagent.lifecycle.test_agent_lifecycle import Env, create, env, nam
 __all__ = ["env"]  # the fixture, used by name
 
 
-def _spec(env: Env, **kw: Any) -> wire.InstanceSpec:
-    return wire.InstanceSpec(**spec(env, **kw))
+def _spec(env: Env, **kw: Any) -> instancespec.InstanceSpec:
+    return instancespec.InstanceSpec(**spec(env, **kw))
 
 
 def test_create_journals_its_address_before_it_builds_anything(

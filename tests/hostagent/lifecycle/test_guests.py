@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.served import FileServer, tiny_image_spec
-from hostagent.contract import wire
+from hostagent.contract import instancespec, operations, views
 from hostagent.contract.client import AgentClient
 from images.tiny.build import build
 from kvmss.base.clock import SystemClock
@@ -46,7 +46,7 @@ HTTPD_EXT = (
 @dataclass
 class Lab:
     agent: AgentProcess
-    images: dict[str, wire.ImageSpec]
+    images: dict[str, instancespec.ImageSpec]
     root: Path
 
     @property
@@ -70,25 +70,28 @@ def lab() -> Iterator[Lab]:
             files.close()
 
 
-def spec(lab: Lab, version: str, *, extensions: list[wire.Extension] | None = None,
-         probe: bool = True) -> wire.InstanceSpec:  # fmt: skip
-    return wire.InstanceSpec(
+def spec(lab: Lab, version: str, *, extensions: list[instancespec.Extension] | None = None,
+         probe: bool = True) -> instancespec.InstanceSpec:  # fmt: skip
+    return instancespec.InstanceSpec(
         image=lab.images[version],
         vcpus=1,
         memoryMB=256,
-        dataDisks=[wire.DataDisk(lun=0, diskSizeGB=1), wire.DataDisk(lun=1, diskSizeGB=1)],
-        osProfile=wire.OsProfile(computerName="tiny"),
+        dataDisks=[
+            instancespec.DataDisk(lun=0, diskSizeGB=1),
+            instancespec.DataDisk(lun=1, diskSizeGB=1),
+        ],
+        osProfile=instancespec.OsProfile(computerName="tiny"),
         extensions=extensions
         if extensions is not None
         else [
-            wire.Extension(name="httpd", settings={"commandToExecute": HTTPD_EXT}),
-            wire.Extension(
+            instancespec.Extension(name="httpd", settings={"commandToExecute": HTTPD_EXT}),
+            instancespec.Extension(
                 name="marker",
                 settings={"commandToExecute": MARKER_EXT},
                 provisionAfterExtensions=["httpd"],
             ),
         ],
-        healthProbe=wire.HealthProbe(
+        healthProbe=instancespec.HealthProbe(
             protocol="Http", port=8080, requestPath="/health", intervalInSeconds=1, numberOfProbes=2
         )
         if probe
@@ -97,11 +100,11 @@ def spec(lab: Lab, version: str, *, extensions: list[wire.Extension] | None = No
 
 
 def wait_view(
-    client: AgentClient, name: str, pred: Callable[[wire.InstanceView], bool], timeout: float = 180
-) -> wire.InstanceView:
-    last: list[wire.InstanceView | None] = [None]
+    client: AgentClient, name: str, pred: Callable[[views.InstanceView], bool], timeout: float = 180
+) -> views.InstanceView:
+    last: list[views.InstanceView | None] = [None]
 
-    def attempt() -> wire.InstanceView | None:
+    def attempt() -> views.InstanceView | None:
         last[0] = view = client.instance(name)
         return view if view is not None and pred(view) else None
 
@@ -111,17 +114,17 @@ def wait_view(
     return got
 
 
-def healthy(v: wire.InstanceView) -> bool:
+def healthy(v: views.InstanceView) -> bool:
     return v.health.state == "Healthy"
 
 
-def marker_message(v: wire.InstanceView) -> str:
+def marker_message(v: views.InstanceView) -> str:
     ext = {e.name: e for e in v.extensions}["marker"]
     assert ext.message is not None
     return ext.message.strip()
 
 
-def run(client: AgentClient, op: wire.Operation) -> wire.Operation:
+def run(client: AgentClient, op: operations.Operation) -> operations.Operation:
     done = client.wait(op, timeout=300)
     assert done.status == "Succeeded", done
     return done
@@ -174,7 +177,9 @@ def test_reimage_keeps_data_and_reruns_extensions_rollback_returns(lab: Lab) -> 
 
 def test_failing_extension_makes_the_instance_unhealthy_with_its_exit_code(lab: Lab) -> None:
     c = lab.client
-    exts = [wire.Extension(name="broken", settings={"commandToExecute": "echo nope; exit 7"})]
+    exts = [
+        instancespec.Extension(name="broken", settings={"commandToExecute": "echo nope; exit 7"})
+    ]
     run(c, c.put_instance("bad-0", spec(lab, "1", extensions=exts, probe=False)))
     v = wait_view(c, "bad-0", lambda v: v.health.state == "Unhealthy")
     ext = v.extensions[0]
@@ -186,7 +191,7 @@ def test_failing_extension_makes_the_instance_unhealthy_with_its_exit_code(lab: 
 
 def test_probe_port_that_never_opens_is_unhealthy(lab: Lab) -> None:
     c = lab.client
-    exts = [wire.Extension(name="noop", settings={"commandToExecute": "true"})]
+    exts = [instancespec.Extension(name="noop", settings={"commandToExecute": "true"})]
     run(c, c.put_instance("closed-0", spec(lab, "1", extensions=exts)))
     v = wait_view(
         c,
@@ -205,7 +210,7 @@ def test_healthy_within_interval_times_probes_of_service_start(lab: Lab) -> None
         "mkdir -p /www && echo ok > /www/health && "
         "(sleep 5; busybox httpd -p 8080 -h /www) >/dev/null 2>&1 & echo started"
     )
-    exts = [wire.Extension(name="late", settings={"commandToExecute": start_ext})]
+    exts = [instancespec.Extension(name="late", settings={"commandToExecute": start_ext})]
     s = spec(lab, "1", extensions=exts)
     assert s.healthProbe is not None
     budget = s.healthProbe.intervalInSeconds * s.healthProbe.numberOfProbes
@@ -223,8 +228,8 @@ def test_healthy_within_interval_times_probes_of_service_start(lab: Lab) -> None
 def test_application_health_extension_reports_from_inside(lab: Lab) -> None:
     c = lab.client
     exts = [
-        wire.Extension(name="httpd", settings={"commandToExecute": HTTPD_EXT}),
-        wire.Extension(
+        instancespec.Extension(name="httpd", settings={"commandToExecute": HTTPD_EXT}),
+        instancespec.Extension(
             name="health",
             type="ApplicationHealthLinux",
             settings={"protocol": "http", "port": 8080, "requestPath": "/health"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostagent.contract import wire
+from hostagent.contract import instancespec
 from hostagent.lifecycle.records import NotFound, generation_numbers, meta
 from tests.hostagent.lifecycle.test_agent_lifecycle import (
     Env,
@@ -22,7 +22,7 @@ def test_the_stored_spec_drops_its_operation_id_and_is_private(env: Env) -> None
     records = env.agent.instances.records
     n = name()
     assert records.spec(n) is None
-    given = wire.InstanceSpec(**spec(env), operationId="op-kept-out")
+    given = instancespec.InstanceSpec(**spec(env), operationId="op-kept-out")
     records.save_spec(n, given)
     stored = records.spec(n)
     assert stored == given.model_copy(update={"operationId": None})
