@@ -5,6 +5,7 @@ directory libvirt's QEMU user can traverse."""
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import os
@@ -35,9 +36,6 @@ class FileServer:
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a: object, **kw: object) -> None:
-                super().__init__(*a, directory=str(root), **kw)  # type: ignore[arg-type]
-
             def do_GET(self) -> None:
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
                 super().do_GET()
@@ -45,7 +43,8 @@ class FileServer:
             def log_message(self, *_a: object) -> None:
                 return
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        handler = functools.partial(Handler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

@@ -71,8 +71,6 @@ class ScaleSetModel:
             return NotImplemented
         return self.name == other.name and self.to_body() == other.to_body()
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         ref = self.image_reference
         return (

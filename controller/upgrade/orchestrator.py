@@ -47,7 +47,7 @@ from controller.upgrade import planner
 from controller.upgrade.observing import Observed, Observer, Recent, no_snapshots
 from controller.upgrade.rollback import Rollbacks
 from controller.upgrade.rows import RowParts, UpgradeRows
-from controller.upgrade.steps import InstanceSteps
+from controller.upgrade.steps import InstanceSteps, Turn
 from hostagent.contract import instancespec
 from kvmss.base.clock import Clock
 from kvmss.base.waiting import wait_for, wait_until
@@ -206,7 +206,7 @@ class Orchestrator:
                     skipped = UpgradeInstanceState.SKIPPED
                     self.rows.set(up, u, u.state, skipped, reason="instance was removed")
                 continue
-            self.steps.advance(up, policy, u, inst, spec)
+            self.steps.advance(Turn(up, policy, u, inst, spec))
         every = self.store.upgrade_instances.of(up.id)
         rows = [u for u in every if u.batch == k]
         up = self._count(up, rows=every)

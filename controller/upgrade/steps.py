@@ -21,7 +21,7 @@ while it restarted) is asked for again until the same deadline.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from controller.model.upgradepolicy import RollingPolicy
 from controller.store.facade import InstanceRecord, UpgradeInstanceRecord, UpgradeRecord
@@ -36,6 +36,17 @@ from hostagent.contract.client import AgentError, AgentUnreachable
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """What one step of one instance's row works on."""
+
+    up: UpgradeRecord
+    policy: RollingPolicy
+    u: UpgradeInstanceRecord
+    inst: InstanceRecord
+    spec: instancespec.ImageSpec
+
+
 class InstanceSteps:
     """One step of an instance's row: as far as it can go without waiting."""
 
@@ -47,19 +58,13 @@ class InstanceSteps:
         self._rows = parts.rows
         self._observer = parts.observer
 
-    def advance(
-        self,
-        up: UpgradeRecord,
-        policy: RollingPolicy,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: instancespec.ImageSpec,
-    ) -> None:
+    def advance(self, t: Turn) -> None:
+        up, policy, u, inst = t.up, t.policy, t.u, t.inst
         try:
             if u.state == UpgradeInstanceState.PENDING:
-                self._take(up, policy, u, inst, spec)
+                self._take(t)
             elif u.state == UpgradeInstanceState.REIMAGING:
-                self._reimaging(up, policy, u, inst, spec)
+                self._reimaging(t)
             elif u.state == UpgradeInstanceState.WAITING_HEALTH:
                 self._waiting(up, policy, u, inst)
             elif u.state == UpgradeInstanceState.ROLLING_BACK:
@@ -99,14 +104,8 @@ class InstanceSteps:
             )
             self._rollbacks.rolled_back(up, u, False, why, finished=False)
 
-    def _take(
-        self,
-        up: UpgradeRecord,
-        policy: RollingPolicy,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: instancespec.ImageSpec,
-    ) -> None:
+    def _take(self, t: Turn) -> None:
+        up, policy, u, inst = t.up, t.policy, t.u, t.inst
         seen = self._observer.observe(inst)
         if seen.version == up.target.version:
             self._rows.set(
@@ -139,18 +138,12 @@ class InstanceSteps:
         ):
             return
         crash_point("reimage-decided")
-        self._call_reimage(up, taken, inst, spec, operation)
+        self._call_reimage(replace(t, u=taken), operation)
 
-    def _call_reimage(
-        self,
-        up: UpgradeRecord,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: instancespec.ImageSpec,
-        operation: str,
-    ) -> None:
+    def _call_reimage(self, t: Turn, operation: str) -> None:
+        up, u, inst = t.up, t.u, t.inst
         try:
-            self._agents.reimage(inst.host, inst.name, spec, operation)
+            self._agents.reimage(inst.host, inst.name, t.spec, operation)
         except AgentUnreachable:
             raise
         except AgentError as e:
@@ -168,14 +161,8 @@ class InstanceSteps:
                 reason=f"reimage refused: {e.code}: {e.message}",
             )
 
-    def _reimaging(
-        self,
-        up: UpgradeRecord,
-        policy: RollingPolicy,
-        u: UpgradeInstanceRecord,
-        inst: InstanceRecord,
-        spec: instancespec.ImageSpec,
-    ) -> None:
+    def _reimaging(self, t: Turn) -> None:
+        up, policy, u, inst = t.up, t.policy, t.u, t.inst
         assert u.operation_id is not None
         if not self._observer.due(up, u, u.started_at or self._clock.now()):
             return
@@ -183,7 +170,7 @@ class InstanceSteps:
             op = self._agents.operation(inst.host, u.operation_id)
         except AgentError as e:
             if e.status == 404:  # recorded, but the call never reached the agent
-                self._call_reimage(up, u, inst, spec, u.operation_id)
+                self._call_reimage(t, u.operation_id)
                 return
             raise
         if op.status == "InProgress":

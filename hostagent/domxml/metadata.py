@@ -10,7 +10,10 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from hostagent.contract import limits
+from hostagent.contract.instancespec import ImageReference
 from hostagent.domxml.fields import (
     absolute,
     attr,
@@ -37,41 +40,29 @@ def kvmss_tag(tag: str) -> str:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """Which image a generation was built from."""
+    """Which image a generation was built from: its reference and content hash."""
 
-    publisher: str
-    offer: str
-    sku: str
-    version: str
+    reference: ImageReference
     sha256: str
 
     def __post_init__(self) -> None:
-        for name in ("publisher", "offer", "sku", "version"):
-            nonempty(f"image {name}", getattr(self, name))
         if not _SHA256_RE.fullmatch(self.sha256):
             raise ValueError(f"image sha256 {self.sha256[:80]!r} is not 64 lowercase hex digits")
 
     def to_element(self) -> ET.Element:
         return ET.Element(
-            kvmss_tag("image"),
-            {
-                "publisher": self.publisher,
-                "offer": self.offer,
-                "sku": self.sku,
-                "version": self.version,
-                "sha256": self.sha256,
-            },
+            kvmss_tag("image"), {**self.reference.model_dump(), "sha256": self.sha256}
         )
 
     @classmethod
     def from_element(cls, el: ET.Element) -> ImageRecord:
-        return cls(
-            publisher=attr(el, "publisher", "image"),
-            offer=attr(el, "offer", "image"),
-            sku=attr(el, "sku", "image"),
-            version=attr(el, "version", "image"),
-            sha256=attr(el, "sha256", "image"),
-        )
+        parts = {name: attr(el, name, "image") for name in ImageReference.model_fields}
+        try:
+            reference = ImageReference(**parts)
+        except ValidationError as e:
+            where = ".".join(str(p) for p in e.errors()[0]["loc"])
+            raise ValueError(f"image {where}: {e.errors()[0]['msg']}") from None
+        return cls(reference=reference, sha256=attr(el, "sha256", "image"))
 
 
 @dataclass(frozen=True)

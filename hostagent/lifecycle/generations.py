@@ -106,19 +106,12 @@ class GenerationBuilder:
             self.remove(name, number)
             raise
         self.reports.expect(name, instance_id, [e.name for e in ordered])
-        ref = image.reference
         return Generation(
             number=number,
             instance_id=instance_id,
             os_disk=str(os_disk),
             seed=str(seed_iso),
-            image=ImageRecord(
-                publisher=ref.publisher,
-                offer=ref.offer,
-                sku=ref.sku,
-                version=ref.version,
-                sha256=image.sha256,
-            ),
+            image=ImageRecord(reference=image.reference, sha256=image.sha256),
             kernel=str(kernel) if kernel else None,
             initrd=str(initrd) if initrd else None,
             cmdline=image.cmdline or None,

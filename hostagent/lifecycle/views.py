@@ -3,7 +3,7 @@ the guests' reports and the host's probe say, and the health verdict."""
 
 from __future__ import annotations
 
-from hostagent.contract import instancespec, views
+from hostagent.contract import views
 from hostagent.domxml.domain import Domain
 from hostagent.domxml.metadata import Generation
 from hostagent.guest.reports import ReportStore
@@ -68,12 +68,7 @@ def _generation_view(g: Generation) -> views.GenerationView:
     return views.GenerationView(
         generation=g.number,
         instanceId=g.instance_id,
-        image=instancespec.ImageReference(
-            publisher=g.image.publisher,
-            offer=g.image.offer,
-            sku=g.image.sku,
-            version=g.image.version,
-        ),
+        image=g.image.reference,
         imageSha256=g.image.sha256,
         osDisk=g.os_disk,
     )

@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from hostagent.contract.instancespec import ImageReference
 from hostagent.domxml.devices import Disk, Interface, OsBoot
 from hostagent.domxml.domain import Domain
 from hostagent.domxml.metadata import DataDiskRecord, Generation, ImageRecord, Metadata
@@ -22,8 +23,14 @@ REGENERATE = os.environ.get("KVMSS_REGENERATE_GOLDEN") == "1"
 
 SHA_V1 = "3f0c1e9b7d2a4c6e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c0d2e"
 SHA_V2 = "9a8b7c6d5e4f30112233445566778899aabbccddeeff00112233445566778899"
-IMAGE_V1 = ImageRecord(publisher="kvmss", offer="tiny", sku="busybox", version="1", sha256=SHA_V1)
-IMAGE_V2 = ImageRecord(publisher="kvmss", offer="tiny", sku="busybox", version="2", sha256=SHA_V2)
+
+
+def tiny_reference(version: str) -> ImageReference:
+    return ImageReference(publisher="kvmss", offer="tiny", sku="busybox", version=version)
+
+
+IMAGE_V1 = ImageRecord(tiny_reference("1"), SHA_V1)
+IMAGE_V2 = ImageRecord(tiny_reference("2"), SHA_V2)
 CMDLINE = "console=ttyS0 root=/dev/vda rw net.ifnames=0 quiet"
 
 
@@ -111,9 +118,8 @@ def direct_kernel_domain(
 
 def firmware_metadata(root: str = GOLDEN_ROOT) -> Metadata:
     """db-1 on its first generation (firmware boot), no previous, no data disks."""
-    image = ImageRecord(
-        publisher="kvmss", offer="debian", sku="12", version="2024.1.15", sha256=SHA_V1
-    )
+    ref = ImageReference(publisher="kvmss", offer="debian", sku="12", version="2024.1.15")
+    image = ImageRecord(ref, SHA_V1)
     return Metadata(
         instance="db-1",
         address="10.77.0.6",
