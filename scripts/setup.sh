@@ -12,6 +12,7 @@ APT_PACKAGES=(
   busybox-static linux-image-amd64 e2fsprogs cpio xorriso
   acl iproute2 python3-venv gcc curl wget shellcheck
   debootstrap cloud-init openssh-server systemd vagrant vagrant-libvirt nftables
+  chromium chromium-driver
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

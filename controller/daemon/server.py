@@ -28,6 +28,7 @@ from controller.fleet.agents import AgentPool
 from controller.images.catalog import Catalog
 from controller.service.controller import Controller, Settings
 from controller.store.facade import Store
+from controller.ui import routes as ui
 from kvmss.base import atomicfile, configfile, serving
 from kvmss.base.clock import Clock, SystemClock
 from kvmss.base.configfile import ConfigError
@@ -94,6 +95,7 @@ def build(cfg: ControllerConfig, clock: Clock | None = None) -> tuple[Controller
     staging = cfg.blob_dir / ".staging"
     staging.mkdir(exist_ok=True)
     app = create_app(ctl, cfg.token, staging)
+    ui.install(app, ctl, cfg.token, clock)
     ctl.resume()
     return ctl, app
 
