@@ -36,6 +36,16 @@ class InstanceIds(BaseModel):
     ]
 
 
+class ManualUpgradeIn(BaseModel):
+    """manualUpgrade: instance ids, update domains, or both (at least one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    instanceIds: Annotated[
+        list[Annotated[str, Field(pattern=r"^[0-9]{1,18}$")]], Field(max_length=1000)
+    ] = []
+    updateDomains: Annotated[list[Annotated[int, Field(ge=0, le=19)]], Field(max_length=20)] = []
+
+
 async def read_json(request: Request) -> Any:
     """The body as JSON, or a 400: not JSON, or nested too deep to be a model."""
     raw = await request.body()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, Response, params
 
-from controller.api.inputs import InstanceIds
+from controller.api.inputs import ManualUpgradeIn
 from controller.api.responses import errors, send
 from controller.api.upgradestatus import (
     CancelAccepted,
@@ -65,9 +65,10 @@ def router(ctl: Controller, authed: Sequence[params.Depends]) -> APIRouter:
         response_model=UpgradeAccepted,
         responses=errors(400, 401, 404, 409),
     )
-    def manual_upgrade(name: str, body: InstanceIds) -> Response:
-        """The named instances to the model's image, all at once, in any mode."""
-        up = ctl.manual_upgrade(name, body.instanceIds)
+    def manual_upgrade(name: str, body: ManualUpgradeIn) -> Response:
+        """The named instances, and every instance of the named update
+        domains, to the model's image, all at once, in any mode."""
+        up = ctl.manual_upgrade(name, body.instanceIds, body.updateDomains)
         return send(_accepted(up), 202)
 
     @r.get(

@@ -75,7 +75,7 @@ class Controller:
             agents, host_lister(agents), self.hosts.names, clock, settings.view_refresh_seconds
         )
         self.images = images = ImageSpecs(catalog, settings)
-        models = ScaleSetModels(store)
+        self.models = models = ScaleSetModels(store)
         operations = OperationWaiter(agents, clock, settings, background.stopping)
         self.reconciler = Reconciler(store, agents, models, images, operations, background)
         self.reimages = Reimages(agents, clock, models, images, operations, background)
@@ -186,8 +186,28 @@ class Controller:
         """osRollingUpgrade: to the newest version of the model's sku."""
         return self.upgrades.start_upgrade(name, started_by)
 
-    def manual_upgrade(self, name: str, instance_ids: list[str]) -> UpgradeRecord:
-        return self.upgrades.manual_upgrade(name, instance_ids)
+    def manual_upgrade(
+        self, name: str, instance_ids: list[str], update_domains: list[int] | None = None
+    ) -> UpgradeRecord:
+        """The named instances and every instance in ``update_domains``."""
+        ids = list(dict.fromkeys(instance_ids))
+        if update_domains:
+            self.models.must_exist(name)
+            insts = self.store.instances.of(name)
+            for ud in dict.fromkeys(update_domains):
+                found = [i.instance_id for i in insts if i.update_domain == ud]
+                if not found:
+                    raise ControllerError(
+                        400,
+                        "InvalidParameter",
+                        f"updateDomains: {name} has no instance in update domain {ud}",
+                    )
+                ids += [i for i in found if i not in ids]
+        if not ids:
+            raise ControllerError(
+                400, "InvalidParameter", "instanceIds, updateDomains: name at least one"
+            )
+        return self.upgrades.manual_upgrade(name, ids)
 
     def cancel(self, name: str) -> None:
         self.upgrades.cancel(name)

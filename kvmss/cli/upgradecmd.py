@@ -5,6 +5,7 @@ get-latest, cancel), ``get-os-upgrade-history``, ``manual-upgrade``,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -118,28 +119,44 @@ def vmss_history(state: CliState, name: str) -> None:
     state.show(doc, history_table)
 
 
-def _instance_ids_options(f: F) -> F:
+def _instance_ids_options(f: F, required: bool = True) -> F:
     f = click.argument("more_ids", nargs=-1, metavar="")(f)
     return click.option(
         "--instance-ids",
         "instance_ids",
         multiple=True,
-        required=True,
+        required=required,
         metavar="ID...",
         help="Instance ids, space- or comma-separated: --instance-ids 0 1 2",
     )(f)
 
 
-def _collect_ids(first: Sequence[str], more: Sequence[str]) -> list[str]:
+def _collect_ids(first: Sequence[str], more: Sequence[str], required: bool = True) -> list[str]:
     ids: list[str] = []
     for chunk in (*first, *more):
         for iid in chunk.split(","):
             iid = iid.strip()
             if iid and iid not in ids:
                 ids.append(iid)
-    if not ids:
+    if not ids and required:
         raise click.BadParameter("give at least one instance id", param_hint="--instance-ids")
     return ids
+
+
+def _update_domains(given: Sequence[str]) -> list[int]:
+    uds: list[int] = []
+    for chunk in given:
+        for ud in chunk.split(","):
+            ud = ud.strip()
+            if not ud:
+                continue
+            if not ud.isdigit() or int(ud) > 19:
+                raise click.BadParameter(
+                    f"{ud[:20]!r} is not an update domain (0 to 19)", param_hint="--update-domains"
+                )
+            if int(ud) not in uds:
+                uds.append(int(ud))
+    return uds
 
 
 def _instances_action(state: CliState, name: str, action: str, ids: list[str]) -> None:
@@ -150,14 +167,38 @@ def _instances_action(state: CliState, name: str, action: str, ids: list[str]) -
 
 @click.command("manual-upgrade")
 @click.argument("name")
-@_instance_ids_options
+@click.option(
+    "--update-domains",
+    "update_domains",
+    multiple=True,
+    metavar="UD,...",
+    help="Every instance of these update domains, comma-separated: --update-domains 0,2",
+)
+@functools.partial(_instance_ids_options, required=False)
 @output_option
 @pass_state
 def vmss_manual_upgrade(
-    state: CliState, name: str, instance_ids: tuple[str, ...], more_ids: tuple[str, ...]
+    state: CliState,
+    name: str,
+    instance_ids: tuple[str, ...],
+    more_ids: tuple[str, ...],
+    update_domains: tuple[str, ...],
 ) -> None:
-    """Bring the named instances of NAME to the latest model."""
-    _instances_action(state, name, "manualUpgrade", _collect_ids(instance_ids, more_ids))
+    """Bring the named instances, or every instance of the named update
+    domains, of NAME to the latest model."""
+    ids = _collect_ids(instance_ids, more_ids, required=False)
+    uds = _update_domains(update_domains)
+    if not ids and not uds:
+        raise click.UsageError("give --instance-ids, --update-domains or both")
+    body: dict[str, Any] = {"instanceIds": ids}
+    if uds:
+        body["updateDomains"] = uds
+    doc = state.client().post(path_of("scaleSets", name, "manualUpgrade"), body)
+    chosen = [f"instances {', '.join(ids)}"] if ids else []
+    chosen += [f"update domains {', '.join(map(str, uds))}"] if uds else []
+    state.show(
+        doc, render_fields, empty=f"manual upgrade of {name} {' and '.join(chosen)} accepted"
+    )
 
 
 @click.command("reimage")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +360,22 @@ def test_manual_mode_waits_for_manual_upgrade_of_named_instances(env: Env) -> No
     assert r.status_code == 400 and "instanceIds" in r.json()["error"]["message"]
     r = env.api.post("/v1/scaleSets/web/manualUpgrade", json={"instanceIds": []}, headers=AUTH)
     assert r.status_code == 400
+
+
+def test_manual_upgrade_of_update_domains_takes_every_instance_in_them(env: Env) -> None:
+    _explicit(env, "Manual")
+    _to_version(env, "2")
+    post = partial(env.api.post, "/v1/scaleSets/web/manualUpgrade", headers=AUTH)
+    r = post(json={"updateDomains": [4]})  # instances 0, 1, 2 are in UDs 0, 1, 2
+    assert r.status_code == 400 and "updateDomains" in r.json()["error"]["message"]
+    r = post(json={"updateDomains": [20]})
+    assert r.status_code == 400 and "updateDomains" in r.json()["error"]["message"]
+    assert post(json={}).status_code == 400
+    assert env.api.get("/v1/scaleSets/web/osUpgradeHistory", headers=AUTH).json()["value"] == []
+    r = post(json={"updateDomains": [2], "instanceIds": ["0"]})
+    assert r.status_code == 202, r.text
+    env.ctl.wait_idle()
+    assert _versions(env) == ["2", "1", "2"]
 
 
 def test_reimage_gives_named_instances_a_fresh_disk_of_their_version(env: Env) -> None:

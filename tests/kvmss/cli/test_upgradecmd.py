@@ -172,6 +172,22 @@ def test_instance_actions_send_the_ids(api: FakeController, verb: str, action: s
     assert r.exit_code == 2 and "--instance-ids" in r.output
 
 
+def test_manual_upgrade_sends_update_domains(api: FakeController) -> None:
+    api.on("POST", "/v1/scaleSets/web/manualUpgrade", Reply(202))
+    r = run(api, "vmss", "manual-upgrade", "web", "--update-domains", "0,2")
+    assert r.exit_code == 0, r.output
+    assert api.only().json() == {"instanceIds": [], "updateDomains": [0, 2]}
+    assert "update domains 0, 2" in r.stdout
+    r = run(api, "vmss", "manual-upgrade", "web", "--update-domains", "1", "--instance-ids", "4")
+    assert api.requests[-1].json() == {"instanceIds": ["4"], "updateDomains": [1]}
+    for bad in ("x", "20"):
+        r = run(api, "vmss", "manual-upgrade", "web", "--update-domains", bad)
+        assert r.exit_code == 2 and "--update-domains" in r.output
+    r = run(api, "vmss", "manual-upgrade", "web")
+    assert r.exit_code == 2 and "--update-domains" in r.output
+    assert len(api.requests) == 2
+
+
 def test_plan_prints_batches_in_order(api: FakeController) -> None:
     plan = {
         "targetImageReference": {
