@@ -120,7 +120,8 @@ def build_snapshot(ctl: Controller, name: str) -> dict[str, Any]:
     if name and chosen is None:
         raise ControllerError(404, "NotFound", f"scale set {name[:80]!r} does not exist")
     return {
-        "sets": [_set_summary(ctl, b) for b in bodies],
+        # (a scale set's page shows only that one: its builds stay small)
+        "sets": [_set_summary(ctl, b) for b in bodies] if not name else [],
         "images": [
             {"publisher": e.publisher, "offer": e.offer, "sku": e.sku, "versions": e.versions}
             for e in ctl.catalog.offers()

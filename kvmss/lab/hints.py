@@ -46,6 +46,7 @@ def look_around(state: LabState) -> str:
             f"  {k} vmss get-os-upgrade-history {name}",
             f"  {k} host list",
             f"  {k} lab status{dir_option(state.root)}",
+            f"dashboard: {state.url}/ui/ (sign in with the token in the token file)",
             f"API: {state.url} (OpenAPI document: {state.url}/openapi.json)",
             f"token file: {state.controller.token}",
             f"logs: {logs}",

@@ -217,6 +217,10 @@ class _Up:
             f"scale set {self.state.scale_set}: {plural(opts.instances, 'instance')} from"
             f" {opts.model_file.name}, image {URN}:latest, automatic OS upgrades"
         )
+        self.screen.say(
+            f"dashboard: {self.state.url}/ui/ (sign in with the token in"
+            f" {self.state.controller.token})"
+        )
 
     def upgrade(self, image: Path, latest: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         """Once every instance is healthy, publish the second version (unless

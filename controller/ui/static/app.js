@@ -71,11 +71,13 @@
     // A re-render keeps what the user is doing: focus, typed values, details.
     const keep = document.activeElement && document.activeElement.id;
     const typed = ["batch-percent", "manual-ids", "image-version"].filter((id) => $(id)).map((id) => [id, $(id).value]);
+    const said = $("action-result") && [$("action-result").textContent, $("action-result").className];
     const open = $("details"), v = $("view");
     if (snap.set && route()) v.replaceChildren(...setPage(snap.set));
     else v.replaceChildren(...overview());
     if (open && $("details") && snap.set && open.dataset.set === snap.set.name) $("details").replaceWith(open);
     for (const [id, value] of typed) if ($(id)) $(id).value = value;
+    if (said && $("action-result")) [$("action-result").textContent, $("action-result").className] = said;
     if (keep && $(keep)) $(keep).focus();
   }
 

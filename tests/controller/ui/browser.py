@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -75,4 +76,37 @@ def sign_in(driver: WebDriver, url: str, token: str) -> None:
 
 
 def wait(driver: WebDriver, seconds: float = 20) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, seconds, poll_frequency=0.1)
+    # (the page re-renders on every change: an element found may be replaced)
+    return WebDriverWait(
+        driver, seconds, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
+
+
+def cells(driver: WebDriver) -> dict[str, tuple[str, str, str]]:
+    """Each heatmap cell: id -> (its row's group, state, its text), read at once."""
+    got: list[list[str]] = driver.execute_script(
+        "return [...document.querySelectorAll('#heatmap .cell')].map((c) =>"
+        " [c.id.replace('cell-', ''), c.closest('.row').dataset.group, c.dataset.state,"
+        " c.innerText]);"
+    )
+    return {i: (group, state, text) for i, group, state, text in got}
+
+
+def text(driver: WebDriver, element_id: str) -> str:
+    """The text of the element with that id now ("" if there is none)."""
+    got: str = driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';",
+        element_id,
+    )
+    return got
+
+
+def click(driver: WebDriver, element_id: str) -> None:
+    """Click the element with that id, finding it again if a re-render replaced it."""
+    for _ in range(20):
+        try:
+            driver.find_element(By.ID, element_id).click()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"#{element_id} kept being replaced")

@@ -132,13 +132,11 @@ def test_changing_the_image_version_asks_first_and_shows_live(
     driver.get(f"{lab.served.url}/ui/#/set/{SET}")
     browser.wait(driver).until(lambda d: d.find_elements(By.ID, "manual-ids"))
     driver.find_element(By.ID, "manual-ids").send_keys("UD 1")
-    driver.find_element(By.ID, "manual-upgrade").click()
+    browser.click(driver, "manual-upgrade")
     driver.switch_to.alert.dismiss()  # declined: nothing happens
     assert lab.served.call("GET", f"/v1/scaleSets/{SET}/rollingUpgrades/latest").status_code == 404
-    driver.find_element(By.ID, "manual-upgrade").click()
+    browser.click(driver, "manual-upgrade")
     driver.switch_to.alert.accept()
-    browser.wait(driver, 30).until(
-        lambda d: d.find_element(By.ID, "upgrade-code").text == "Completed"
-    )
+    browser.wait(driver, 90).until(lambda d: browser.text(d, "upgrade-code") == "Completed")
     latest = lab.served.ok("GET", f"/v1/scaleSets/{SET}/rollingUpgrades/latest")
     assert sorted(i["instanceId"] for i in latest["kvmss"]["instances"]) == ["1"]
