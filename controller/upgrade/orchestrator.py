@@ -179,6 +179,19 @@ class Orchestrator:
     # -- stepping ----------------------------------------------------------------
 
     def step(self, upgrade_id: str) -> UpgradeRecord:
+        """Advance the upgrade; a batch that ends hands off to the next in the
+        same step, so no poll interval is spent idle between batches."""
+        while True:
+            before = self.store.upgrades.get(upgrade_id)
+            up = self._step_batch(upgrade_id)
+            if (
+                before is None
+                or up.status != UpgradeStatus.ROLLING_FORWARD
+                or up.current_batch == before.current_batch
+            ):
+                return up
+
+    def _step_batch(self, upgrade_id: str) -> UpgradeRecord:
         up = self.store.upgrades.get(upgrade_id)
         if up is None or up.status != UpgradeStatus.ROLLING_FORWARD:
             assert up is not None, upgrade_id

@@ -124,56 +124,69 @@ def bridge_addresses(name: str) -> list[str]:
     return [f"{a}/{p}" for a, p in pairs]
 
 
-def ensure_bridge(name: str, address_cidr: str) -> None:
+def _ensure_link(ipr: Any, name: str) -> int:
+    """Index of bridge ``name``, created when missing, forwarding at once."""
+    index = _bridge_index(ipr, name)
+    if index is None:
+        try:
+            ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:  # else someone created it meanwhile
+                raise
+        index = _bridge_index(ipr, name)
+        if index is None:
+            raise BridgeError(f"bridge {name!r} vanished right after it was created")
+    # Two messages: the kernel applies the forward delay before the STP state,
+    # and refuses a delay under 2 s while STP is still on.
+    ipr.link("set", index=index, kind="bridge", br_stp_state=0)
+    ipr.link("set", index=index, kind="bridge", br_forward_delay=0)
+    return index
+
+
+def ensure_bridge(name: str, address_cidr: str | None) -> None:
     """Make bridge ``name`` exist, hold ``address_cidr``, forward at once, and be up.
 
     Idempotent: each step is done only when missing. Spanning tree is turned off
     and the forward delay set to 0, so a guest's tap forwards from its first
-    frame instead of after 15 s of listening and learning. Raises BridgeError
+    frame instead of after 15 s of listening and learning. ``address_cidr``
+    None makes an L2-only bridge (its L3 side in a namespace,
+    :mod:`hostagent.network.netns`). Raises BridgeError
     when a link of another kind has that name, or when the bridge already holds
     the same address with another prefix length (the configured subnet changed).
     """
     check_bridge_name(name)
-    iface = _parse_interface(address_cidr)
-    want_addr, want_prefix = str(iface.ip), iface.network.prefixlen
-    family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+    iface = _parse_interface(address_cidr) if address_cidr is not None else None
     with IPRoute() as ipr:
         try:
-            index = _bridge_index(ipr, name)
-            if index is None:
-                try:
-                    ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0)
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:  # else someone created it meanwhile
-                        raise
-                index = _bridge_index(ipr, name)
-                if index is None:
-                    raise BridgeError(f"bridge {name!r} vanished right after it was created")
-            # Two messages: the kernel applies the forward delay before the STP state,
-            # and refuses a delay under 2 s while STP is still on.
-            ipr.link("set", index=index, kind="bridge", br_stp_state=0)
-            ipr.link("set", index=index, kind="bridge", br_forward_delay=0)
-
-            held = _addresses(ipr, index)
-            if (want_addr, want_prefix) not in held:
-                other = [p for a, p in held if a == want_addr]
-                if other:
-                    raise BridgeError(
-                        f"bridge {name!r} already holds {want_addr}/{other[0]}, not"
-                        f" {address_cidr}; remove that address or fix the configured subnet"
-                    )
-                try:
-                    ipr.addr(
-                        "add", index=index, address=want_addr, prefixlen=want_prefix, family=family
-                    )
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:
-                        raise
+            index = _ensure_link(ipr, name)
+            if iface is not None:
+                _ensure_address(ipr, name, index, iface)
             ipr.link("set", index=index, state="up")
         except NetlinkError as e:
             raise BridgeError(
                 f"cannot set up bridge {name!r} with {address_cidr}: {_netlink_reason(e)}"
             ) from None
+
+
+def _ensure_address(
+    ipr: Any, name: str, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+) -> None:
+    want_addr, want_prefix = str(iface.ip), iface.network.prefixlen
+    family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+    held = _addresses(ipr, index)
+    if (want_addr, want_prefix) in held:
+        return
+    other = [p for a, p in held if a == want_addr]
+    if other:
+        raise BridgeError(
+            f"bridge {name!r} already holds {want_addr}/{other[0]}, not"
+            f" {iface}; remove that address or fix the configured subnet"
+        )
+    try:
+        ipr.addr("add", index=index, address=want_addr, prefixlen=want_prefix, family=family)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
 
 
 def delete_bridge(name: str) -> None:

@@ -50,10 +50,15 @@ def table_name(bridge: str) -> str:
     return TABLE_PREFIX + bridge
 
 
-def ruleset(bridge: str, gateway: str, guest_port: int) -> str:
+def ruleset(bridge: str, gateway: str, guest_port: int, iface: str | None = None) -> str:
     """The table for ``bridge`` whose address is ``gateway`` (IPv4), with the
-    guest report listener on ``guest_port``, in nft's syntax."""
+    guest report listener on ``guest_port``, in nft's syntax. ``iface`` is
+    the link guests' traffic comes in by when it is not the bridge (the
+    veth end in a namespace, :mod:`hostagent.network.netns`)."""
     table = table_name(bridge)
+    link = iface or bridge
+    if not _BRIDGE_NAME_RE.fullmatch(link):
+        raise ValueError(f"interface {link[:80]!r} is not a Linux interface name kvmss uses")
     gw = ipaddress.IPv4Address(gateway)  # ValueError when it is not one
     if not 0 < guest_port < 65536:
         raise ValueError(f"guest port {guest_port} is not a TCP port number")
@@ -61,7 +66,7 @@ def ruleset(bridge: str, gateway: str, guest_port: int) -> str:
         f"table {TABLE_FAMILY} {table} {{\n"
         "\tchain input {\n"
         f"\t\ttype filter hook input priority {PRIORITY}; policy accept;\n"
-        f'\t\tiifname != "{bridge}" accept\n'
+        f'\t\tiifname != "{link}" accept\n'
         "\t\tct state established,related accept\n"
         f"\t\tip daddr {gw} tcp dport {guest_port} accept\n"
         f"\t\tip daddr {gw} icmp type echo-request accept\n"
@@ -70,22 +75,26 @@ def ruleset(bridge: str, gateway: str, guest_port: int) -> str:
         "\t}\n"
         "\tchain forward {\n"
         f"\t\ttype filter hook forward priority {PRIORITY}; policy accept;\n"
-        f'\t\tiifname "{bridge}" oifname != "{bridge}" counter drop\n'
+        f'\t\tiifname "{link}" oifname != "{link}" counter drop\n'
         "\t}\n"
         "}\n"
     )
 
 
-def _nft(args: list[str], script: str | None = None) -> subprocess.CompletedProcess[str]:
+def _nft(
+    args: list[str], script: str | None = None, namespace: str | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which(NFT)
     if exe is None:
         raise FirewallError(
             "guest isolation needs the nft command (Debian package nftables);"
             " install it, or set guest_isolation: false in the agent's configuration"
         )
+    # nsenter rather than a preexec setns: the agent runs threads
+    enter = [] if namespace is None else ["nsenter", f"--net=/run/netns/{namespace}"]
     try:
         return subprocess.run(
-            [exe, *args],
+            [*enter, exe, *args],
             input=script,
             capture_output=True,
             text=True,
@@ -97,12 +106,19 @@ def _nft(args: list[str], script: str | None = None) -> subprocess.CompletedProc
         raise FirewallError(f"running {NFT} {' '.join(args)}: {e}") from None
 
 
-def apply(bridge: str, gateway: str, guest_port: int) -> None:
-    """Install (or replace, atomically) the isolation table of ``bridge``."""
+def apply(
+    bridge: str,
+    gateway: str,
+    guest_port: int,
+    namespace: str | None = None,
+    iface: str | None = None,
+) -> None:
+    """Install (or replace, atomically) the isolation table of ``bridge``, in
+    network namespace ``namespace`` (None: the caller's own)."""
     table = table_name(bridge)
-    rules = ruleset(bridge, gateway, guest_port)
+    rules = ruleset(bridge, gateway, guest_port, iface)
     script = f"table {TABLE_FAMILY} {table} {{}}\ndelete table {TABLE_FAMILY} {table}\n{rules}"
-    proc = _nft(["-f", "-"], script)
+    proc = _nft(["-f", "-"], script, namespace)
     if proc.returncode != 0:
         raise FirewallError(
             f"cannot install the guest isolation table {table}: {proc.stderr.strip()[:2000]}"
@@ -110,12 +126,12 @@ def apply(bridge: str, gateway: str, guest_port: int) -> None:
         )
 
 
-def listing(bridge: str) -> str | None:
+def listing(bridge: str, namespace: str | None = None) -> str | None:
     """``nft list table`` of the isolation table of ``bridge``; None when there is none."""
     table = table_name(bridge)
     if shutil.which(NFT) is None:
         return None
-    proc = _nft(["list", "table", TABLE_FAMILY, table])
+    proc = _nft(["list", "table", TABLE_FAMILY, table], namespace=namespace)
     if proc.returncode != 0:
         if "No such file or directory" in proc.stderr:
             return None
@@ -123,13 +139,13 @@ def listing(bridge: str) -> str | None:
     return proc.stdout
 
 
-def remove(bridge: str) -> None:
+def remove(bridge: str, namespace: str | None = None) -> None:
     """Remove the isolation table of ``bridge``; nothing to do when there is none
     (or when nft is not even installed: then there cannot be one)."""
     table = table_name(bridge)
     if shutil.which(NFT) is None:
         return
-    proc = _nft(["delete", "table", TABLE_FAMILY, table])
+    proc = _nft(["delete", "table", TABLE_FAMILY, table], namespace=namespace)
     if proc.returncode != 0 and "No such file or directory" not in proc.stderr:
         raise FirewallError(
             f"cannot remove the guest isolation table {table}: {proc.stderr.strip()[:2000]}"

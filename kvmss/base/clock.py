@@ -68,6 +68,9 @@ class FakeClock:
 
 def iso8601(epoch: float) -> str:
     """UTC timestamp as Azure prints them: 2024-01-02T03:04:05.678Z."""
-    t = time.gmtime(epoch)
-    millis = round((epoch - int(epoch)) * 1000) % 1000
+    # Round the whole instant to milliseconds first, so x.9996 s carries
+    # into the next second instead of printing as x.000 (one second early).
+    total_ms = round(epoch * 1000)
+    seconds, millis = divmod(total_ms, 1000)
+    t = time.gmtime(seconds)
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{millis:03d}Z"

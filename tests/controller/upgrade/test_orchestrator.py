@@ -164,10 +164,8 @@ def test_precheck_just_above_threshold_faults_before_first_batch_touching_nothin
 def test_precheck_before_a_later_batch_stops_the_upgrade(world: World) -> None:
     populate(world, 10)
     up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
-    # run until batch 0 is done, then three instances of later batches go bad
-    while world.store.upgrades.get(up.id).current_batch == 0:  # type: ignore[union-attr]
-        world.orch.step(up.id)
-        world.clock.advance(5)
+    # batch 0 is taken, then three instances of later batches go bad while it runs
+    world.orch.step(up.id)
     later = {i for b in up.batches[1:] for i in b}
     unhealthy_set(world, set(sorted(later, key=int)[:3]))
     done = world.orch.run(up.id, poll_seconds=5)
@@ -324,3 +322,23 @@ def test_unreachable_agent_during_health_wait_fails_after_timeout(world: World) 
     done = world.orch.run(up.id, poll_seconds=5)
     assert done.status == "Faulted"
     assert states(world, up.id) == {"0": "RolledBack"}
+
+
+def test_the_step_that_ends_a_batch_starts_the_next(world: World) -> None:
+    """No step leaves a finished batch with the next one still all Pending
+    (that was one idle poll interval per batch)."""
+    populate(world, 5)
+    up = world.orch.start(SET, image("2"), Policy(), StartedBy.PLATFORM)
+    handoffs = 0
+    for _ in range(1000):
+        cur = world.orch.step(up.id)
+        if cur.status != "RollingForward":
+            break
+        rows = world.store.upgrade_instances.of(up.id)
+        k = cur.current_batch
+        if k > 0:
+            assert any(u.state != "Pending" for u in rows if u.batch == k), k
+            handoffs = k
+        world.clock.advance(1)
+    assert cur.status == "Completed", cur.error_message
+    assert handoffs == len(cur.batches) - 1
