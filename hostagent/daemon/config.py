@@ -11,6 +11,7 @@ bridge:
 guest_port: 8091
 shutdown_timeout: 30
 guest_isolation: true    # nftables table kvmss_<bridge>: guests reach only guest_port
+network_namespace: kvmss-lab1   # optional; default none: the host's own namespace
 
 ``guest_isolation`` (default true) makes the agent install, at every start, an
 nftables table for its bridge (:mod:`hostagent.network.firewall`): traffic from
@@ -19,6 +20,13 @@ bridge address (and ping), and nothing from the bridge is forwarded, so guests
 reach neither the management API nor a controller on this host, nor anything
 beyond it. It needs ``nft`` (Debian package nftables). ``false`` removes the
 table; use it only when the host's own firewall does the same.
+
+``network_namespace`` (a lab's, :mod:`hostagent.network.netns`) puts the L3
+side of the guest network in that namespace, created when missing: the
+bridge keeps no address, a veth pair joins it to the namespace, where the
+gateway address, the isolation table, the guest report listener and the
+probes' sockets live. The management API stays on ``listen`` in the
+agent's own namespace.
 """
 
 from __future__ import annotations
@@ -36,10 +44,11 @@ __all__ = ["AgentConfig", "ConfigError"]
 
 KNOWN = {
     "name", "listen", "token", "token_file", "libvirt_uri", "storage_dir",
-    "bridge", "guest_port", "shutdown_timeout", "guest_isolation",
+    "bridge", "guest_port", "shutdown_timeout", "guest_isolation", "network_namespace",
 }  # fmt: skip
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+NETNS_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class AgentConfig:
     shutdown_timeout: float = 30.0
     manage_bridge: bool = True
     guest_isolation: bool = True
+    network_namespace: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -91,6 +101,11 @@ class AgentConfig:
         isolation = raw.get("guest_isolation", True)
         if not isinstance(isolation, bool):
             raise ConfigError("guest_isolation: must be true or false")
+        namespace = raw.get("network_namespace")
+        if namespace is not None and (
+            not isinstance(namespace, str) or not NETNS_NAME_RE.fullmatch(namespace)
+        ):
+            raise ConfigError("network_namespace: 1-64 letters, digits, '_', '.', '-'")
         storage = Path(_str(raw, "storage_dir", "/var/lib/kvmss/agent"))
         if not storage.is_absolute():
             storage = (base / storage).resolve()
@@ -107,6 +122,7 @@ class AgentConfig:
             shutdown_timeout=float(timeout),
             manage_bridge=bool(bridge.get("manage", True)),
             guest_isolation=isolation,
+            network_namespace=namespace,
         )
 
 

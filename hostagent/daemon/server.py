@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 
 import uvicorn
@@ -13,6 +14,7 @@ import uvicorn
 from hostagent.daemon.api import create_app
 from hostagent.daemon.guestapi import create_guest_app
 from hostagent.daemon.service import Agent
+from hostagent.network import netns
 from kvmss.base import serving
 from kvmss.base.sdnotify import Notifier
 
@@ -63,7 +65,17 @@ class AgentServer:
         )
 
     async def serve(self, handle_signals: bool = False) -> None:
+        ns = self.agent.config.network_namespace
+        if ns is not None:  # the guest listener's socket is bound in the guests' namespace
+            self.guest.listen_on(self._guest_socket(ns))
         await serving.serve([self.api, self.guest], self.notifier, self.status, handle_signals)
+
+    def _guest_socket(self, namespace: str) -> socket.socket:
+        cfg = self.guest.config
+        sock = netns.socket_in(namespace)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((cfg.host, cfg.port))
+        return sock
 
     def run(self) -> None:
         """In the foreground, until SIGTERM/SIGINT: notifies systemd when

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from hostagent.disks.imagecache import ImageCache
 from hostagent.disks.layout import Layout
 from hostagent.guest.reports import ReportStore
 from hostagent.guest.tokens import GuestTokens
-from hostagent.health.probes import Prober
+from hostagent.health.probes import ProbeFn, Prober, probe_once
 from hostagent.hypervisor.domaintype import DomainType, choose_domain_type
 from hostagent.hypervisor.virt import Hypervisor, disk_free_gb
 from hostagent.lifecycle import recovery
@@ -19,7 +20,7 @@ from hostagent.lifecycle.generations import GenerationBuilder, Network
 from hostagent.lifecycle.instances import HostSettings, InstanceManager
 from hostagent.lifecycle.journal import Journal
 from hostagent.lifecycle.operations import Operations
-from hostagent.network import bridge, firewall
+from hostagent.network import bridge, firewall, netns
 from hostagent.network.addresses import Subnet
 from kvmss.base.clock import Clock, SystemClock
 
@@ -49,7 +50,7 @@ class Agent:
         subnet = Subnet(config.subnet)
         tokens = GuestTokens(layout.guest_secret)
         reports = ReportStore(layout.reports, clock)
-        prober = Prober(clock)
+        prober = Prober(clock, probe_from(config.network_namespace))
         journal = Journal(layout.journal_dir)
         builder = GenerationBuilder(
             layout,
@@ -119,9 +120,15 @@ class Agent:
     def start(self) -> None:
         """Guests isolated, bridge up, half-done operations settled, probes running."""
         if self.domain_type != "test":
+            ns = self.config.network_namespace
+            if ns is not None:
+                netns.create(ns)
             self.isolate_guests()
             if self.config.manage_bridge:
-                bridge.ensure_bridge(self.config.bridge_name, self.subnet.host_cidr)
+                cidr = self.subnet.host_cidr
+                bridge.ensure_bridge(self.config.bridge_name, None if ns else cidr)
+                if ns is not None:
+                    netns.ensure_uplink(self.config.bridge_name, ns, cidr)
         for inst, kind, outcome in recovery.recover(self.instances, self.ops):
             log.warning("after restart: %s of %s %s", kind, inst, outcome)
         for dom in self.hv.owned():
@@ -136,10 +143,12 @@ class Agent:
         Done before the bridge is set up, so no guest ever runs unfiltered;
         an agent that cannot install it does not start."""
         cfg = self.config
+        ns = cfg.network_namespace
         if cfg.guest_isolation:
-            firewall.apply(cfg.bridge_name, self.subnet.gateway, cfg.guest_port)
+            iface = netns.veth_names(cfg.bridge_name)[1] if ns else None
+            firewall.apply(cfg.bridge_name, self.subnet.gateway, cfg.guest_port, ns, iface)
         else:
-            firewall.remove(cfg.bridge_name)
+            firewall.remove(cfg.bridge_name, ns)
             log.warning("guest_isolation is off: guests on %s reach this host", cfg.bridge_name)
 
     def stop(self) -> None:
@@ -160,3 +169,11 @@ class Agent:
             bridge=self.config.bridge_name,
             subnet=self.config.subnet,
         )
+
+
+def probe_from(namespace: str | None) -> ProbeFn:
+    """Probes from the agent's own namespace, or with sockets made in ``namespace``."""
+    if namespace is None:
+        return probe_once
+    ns = namespace
+    return functools.partial(probe_once, opener=lambda: netns.socket_in(ns))

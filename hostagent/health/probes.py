@@ -43,6 +43,34 @@ class ProbeResult:
 
 
 ProbeFn = Callable[[instancespec.HealthProbe, str, float], ProbeResult]
+SocketFactory = Callable[[], socket.socket]
+"""A fresh TCP socket to probe from (one made in the guests' network namespace)."""
+
+
+def _connect(
+    address: str, port: int, timeout: float, opener: SocketFactory | None
+) -> socket.socket:
+    if opener is None:
+        return socket.create_connection((address, port), timeout=timeout)
+    sock = opener()
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Connection(http.client.HTTPConnection):
+    """An HTTP connection over a socket from ``opener``."""
+
+    def __init__(self, address: str, port: int, timeout: float, opener: SocketFactory | None):
+        super().__init__(address, port, timeout=timeout)
+        self._opener = opener
+
+    def connect(self) -> None:
+        self.sock = _connect(self.host, self.port, float(self.timeout or 0) or 1.0, self._opener)
 
 
 def probe_timeout(probe: instancespec.HealthProbe) -> float:
@@ -78,8 +106,10 @@ def _request_target(path: str) -> str:
     return urllib.parse.quote(path, safe="/?&=:@!$'()*+,;%-._~[]")
 
 
-def _probe_http(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
-    conn = http.client.HTTPConnection(address, probe.port, timeout=timeout)
+def _probe_http(
+    probe: instancespec.HealthProbe, address: str, timeout: float, opener: SocketFactory | None
+) -> ProbeResult:
+    conn = _Connection(address, probe.port, timeout, opener)
     try:
         conn.request(
             "GET",
@@ -98,25 +128,33 @@ def _probe_http(probe: instancespec.HealthProbe, address: str, timeout: float) -
     return ProbeResult(True)
 
 
-def _probe_tcp(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
+def _probe_tcp(
+    probe: instancespec.HealthProbe, address: str, timeout: float, opener: SocketFactory | None
+) -> ProbeResult:
     try:
-        sock = socket.create_connection((address, probe.port), timeout=timeout)
+        sock = _connect(address, probe.port, timeout, opener)
     except OSError as e:
         return ProbeResult(False, _describe(e, timeout))
     sock.close()
     return ProbeResult(True)
 
 
-def probe_once(probe: instancespec.HealthProbe, address: str, timeout: float) -> ProbeResult:
+def probe_once(
+    probe: instancespec.HealthProbe,
+    address: str,
+    timeout: float,
+    opener: SocketFactory | None = None,
+) -> ProbeResult:
     """Probe ``address`` once: Http GET must answer 200, Tcp must accept the connection.
 
     ``timeout`` bounds the connect and each read. ``address`` must be an IP
-    address (no name lookups); anything else raises ValueError.
+    address (no name lookups); anything else raises ValueError. ``opener``
+    gives the socket to probe from (default: one of the agent's own namespace).
     """
     address = _check_address(address)
     if probe.protocol == "Http":
-        return _probe_http(probe, address, timeout)
-    return _probe_tcp(probe, address, timeout)
+        return _probe_http(probe, address, timeout, opener)
+    return _probe_tcp(probe, address, timeout, opener)
 
 
 class ProbeTracker:

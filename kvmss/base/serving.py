@@ -20,6 +20,7 @@ import contextlib
 import faulthandler
 import logging
 import signal
+import socket
 from collections.abc import Iterator, Sequence
 
 import uvicorn
@@ -34,7 +35,19 @@ READY_POLL = 0.02
 
 
 class Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to :func:`serve`."""
+    """A uvicorn server that leaves signals to :func:`serve`, optionally on a
+    socket bound elsewhere (in another network namespace)."""
+
+    bound: socket.socket | None = None
+
+    def listen_on(self, sock: socket.socket) -> None:
+        """Serve on ``sock`` (bound, not yet listening) instead of binding host:port."""
+        self.bound = sock
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None and self.bound is not None:
+            sockets = [self.bound]
+        await super().serve(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

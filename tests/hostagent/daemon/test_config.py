@@ -29,9 +29,18 @@ def test_the_token_is_kept_out_of_the_repr(tmp_path: Path) -> None:
         ("guest_port", 70000, "guest_port"),
         ("shutdown_timeout", 0, "shutdown_timeout"),
         ("guest_isolation", "yes", "guest_isolation"),
+        ("network_namespace", "../x", "network_namespace"),
+        ("network_namespace", 5, "network_namespace"),
     ],
 )
 def test_bad_values_name_the_field(key: str, value: object, field: str) -> None:
     raw = {"name": "host-a", "token": TOKEN, key: value}
     with pytest.raises(ConfigError, match=f"^{field}:"):
         AgentConfig.from_dict(raw)
+
+
+def test_the_network_namespace_is_optional() -> None:
+    raw = {"name": "host-a", "token": TOKEN}
+    assert AgentConfig.from_dict(raw).network_namespace is None
+    cfg = AgentConfig.from_dict({**raw, "network_namespace": "kvmss-lab1"})
+    assert cfg.network_namespace == "kvmss-lab1"

@@ -15,6 +15,7 @@ from pyroute2 import IPRoute, NetNS
 
 from hostagent.network import firewall, netns
 from hostagent.network.bridge import bridge_addresses, delete_bridge, ensure_bridge
+from tests.hostagent.network.standins import guest_on
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")
 
@@ -36,26 +37,6 @@ def lab() -> Iterator[tuple[str, str, str]]:
         netns.remove(guest)
         netns.remove(ns)
         delete_bridge(br)
-
-
-def _guest_on(bridge: str, guest: str, address: str) -> None:
-    """A stand-in guest: namespace ``guest`` on ``bridge`` by a veth, holding ``address``."""
-    netns.create(guest)
-    outer, inner = "kvg" + guest[-8:-2], "eth0"
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=outer, kind="veth", peer="kvgtmp" + guest[-4:-2])
-        ipr.link("set", index=ipr.link_lookup(ifname="kvgtmp" + guest[-4:-2])[0], net_ns_fd=guest)
-        ipr.link(
-            "set",
-            index=ipr.link_lookup(ifname=outer)[0],
-            master=ipr.link_lookup(ifname=bridge)[0],
-            state="up",
-        )
-    with NetNS(guest) as g:
-        idx = g.link_lookup(ifname="kvgtmp" + guest[-4:-2])[0]
-        g.link("set", index=idx, ifname=inner)
-        g.addr("add", index=idx, address=address, prefixlen=24)
-        g.link("set", index=idx, state="up")
 
 
 def test_names_are_checked() -> None:
@@ -89,7 +70,7 @@ def test_a_guest_reaches_a_listener_made_in_the_namespace(lab: tuple[str, str, s
     listener.listen()
     with pytest.raises(OSError):
         socket.socket().bind(("10.203.8.1", 18091))
-    _guest_on(br, guest, "10.203.8.2")
+    guest_on(br, guest, "10.203.8.2")
 
     def connect(port: int) -> None:
         with socket.create_connection(("10.203.8.1", port), timeout=3):
