@@ -98,6 +98,7 @@ class Processes:
                 f"--token-file={self.work / 'agent.token'}",
                 f"--op-seconds={self.args.agent_op_seconds}",
                 f"--boot-seconds={self.args.agent_boot_seconds}",
+                *getattr(self.args, "agent_extra", ()),
             ],
             stdout=subprocess.PIPE,
         )

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import sys
 import threading
 import time
@@ -159,10 +160,23 @@ class Agents:
     """The simulated agents' state and their answers, by host: one handler
     per call of :mod:`hostagent.contract.calls`, routed by its table."""
 
-    def __init__(self, hosts: list[str], op_seconds: float, boot_seconds: float) -> None:
+    def __init__(
+        self,
+        hosts: list[str],
+        op_seconds: float,
+        boot_seconds: float,
+        boot_range: tuple[float, float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """``boot_range``: each boot after a reimage or rollback takes a time
+        drawn uniformly from it (seeded) instead of ``boot_seconds``."""
         self.hosts = {h: Host(h) for h in hosts}
         self.op_seconds = op_seconds
         self.boot_seconds = boot_seconds
+        self.boot_range = boot_range
+        self._random = random.Random(seed)
+        # instance -> physical seconds of its last reimage (swap + boot drawn)
+        self.reimage_seconds: dict[str, float] = {}
         self.calls = 0
         actions = (calls.REIMAGE, calls.ROLLBACK, calls.COMMIT, calls.START, calls.STOP)
         self.handlers: dict[str, Handler] = {
@@ -211,7 +225,10 @@ class Agents:
         url = urlsplit(target)
         if url.path.strip("/") == "stats":
             n = sum(len(h.instances) for h in self.hosts.values())
-            return 200, {"instances": n, "calls": self.calls}
+            stats: dict[str, Any] = {"instances": n, "calls": self.calls}
+            if "reimages" in parse_qs(url.query):
+                stats["reimageSeconds"] = self.reimage_seconds
+            return 200, stats
         host_name, _, rest = url.path.lstrip("/").partition("/")
         path = "/" + rest
         found = calls.route(method, path) if host_name in self.hosts else None
@@ -296,8 +313,12 @@ class Agents:
         inst = self._instance(host, name, req.now)
         op_id = body.get("operationId")
         boot = self.boot_seconds
+        if self.boot_range is not None and action in ("reimage", "rollback"):
+            boot = self._random.uniform(*self.boot_range)
         if action == "reimage":
             image = body["image"]
+            if not (op_id and op_id in host.ops):
+                self.reimage_seconds[name] = self.op_seconds + boot
 
             def reimage(t: float) -> None:
                 inst.previous = (inst.image, inst.sha256, inst.generation)
@@ -445,9 +466,19 @@ def main() -> int:
     ap.add_argument("--token-file", type=Path, required=True)
     ap.add_argument("--op-seconds", type=float, default=2.0)
     ap.add_argument("--boot-seconds", type=float, default=2.0)
+    ap.add_argument("--boot-range", help="LOW:HIGH seconds, each boot drawn uniformly from it")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     token = args.token_file.read_text().strip()
-    agents = Agents(host_names(args.hosts), args.op_seconds, args.boot_seconds)
+    boot_range = None
+    if args.boot_range:
+        low, _, high = args.boot_range.partition(":")
+        boot_range = (float(low), float(high))
+        if not 0 <= boot_range[0] <= boot_range[1]:
+            ap.error("--boot-range: must be LOW:HIGH with 0 <= LOW <= HIGH")
+    agents = Agents(
+        host_names(args.hosts), args.op_seconds, args.boot_seconds, boot_range, args.seed
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(args.port, agents, token))
     return 0
