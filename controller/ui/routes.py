@@ -48,22 +48,37 @@ def _json(body: Any, status: int = 200) -> Response:
     )
 
 
-def install(app: FastAPI, ctl: Controller, token: str, clock: Clock) -> Snapshots:
-    """Add the dashboard's routes to ``app``; the snapshots it shares."""
-    sessions = Sessions(token, clock)
-    snapshots = Snapshots(clock, lambda name: build_snapshot(ctl, name))
-    r = APIRouter(prefix="/ui", include_in_schema=False)
+class _Guard:
+    """Who may read (a session) and who may act (a session and its CSRF token)."""
 
-    def signed_in(sid: str | None) -> Session:
-        s = sessions.get(sid)
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    def signed_in(self, sid: str | None) -> Session:
+        s = self.sessions.get(sid)
         if s is None:
             raise ApiError(401, "Unauthorized", "sign in to the dashboard first")
         return s
 
-    def acting(sid: str | None, csrf: str | None) -> None:
-        if not sessions.csrf_ok(signed_in(sid), csrf):
+    def acting(self, sid: str | None, csrf: str | None) -> None:
+        if not self.sessions.csrf_ok(self.signed_in(sid), csrf):
             raise ApiError(403, "Forbidden", "X-CSRF-Token: missing or not this session's")
 
+
+def install(app: FastAPI, ctl: Controller, token: str, clock: Clock) -> Snapshots:
+    """Add the dashboard's routes to ``app``; the snapshots it shares."""
+    guard = _Guard(Sessions(token, clock))
+    snapshots = Snapshots(clock, lambda name: build_snapshot(ctl, name))
+    r = APIRouter(prefix="/ui", include_in_schema=False)
+    _pages(r)
+    _session(r, guard)
+    _reads(r, ctl, guard, snapshots)
+    _actions(r, ctl, guard, snapshots)
+    app.router.routes.extend(r.routes)
+    return snapshots
+
+
+def _pages(r: APIRouter) -> None:
     @r.get("/")
     async def index() -> Response:
         return page("index.html")
@@ -73,6 +88,10 @@ def install(app: FastAPI, ctl: Controller, token: str, clock: Clock) -> Snapshot
         if file == "index.html" or file not in FILES:
             raise ApiError(404, "NotFound", f"no dashboard file {file[:NAME_MAX]!r}")
         return page(file)
+
+
+def _session(r: APIRouter, guard: _Guard) -> None:
+    sessions = guard.sessions
 
     @r.post("/api/session")
     async def sign_in(body: TokenIn) -> Response:
@@ -92,19 +111,21 @@ def install(app: FastAPI, ctl: Controller, token: str, clock: Clock) -> Snapshot
 
     @r.get("/api/session")
     async def session(sid: Sid = None) -> Response:
-        return _json({"csrf": signed_in(sid).csrf})
+        return _json({"csrf": guard.signed_in(sid).csrf})
 
     @r.delete("/api/session")
     async def sign_out(sid: Sid = None, csrf: Csrf = None) -> Response:
-        acting(sid, csrf)
+        guard.acting(sid, csrf)
         sessions.sign_out(sid or "")
         out = _json({"signedOut": True})
         out.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
         return out
 
+
+def _reads(r: APIRouter, ctl: Controller, guard: _Guard, snapshots: Snapshots) -> None:
     @r.get("/api/live")
     def live(request: Request, sid: Sid = None, set: str = "") -> Response:
-        signed_in(sid)
+        guard.signed_in(sid)
         built = snapshots.get(set[:NAME_MAX] if ctl.store.scale_sets.get(set) else "")
         headers = {**HEADERS, "ETag": built.etag}
         if request.headers.get("if-none-match") == built.etag:
@@ -113,12 +134,14 @@ def install(app: FastAPI, ctl: Controller, token: str, clock: Clock) -> Snapshot
 
     @r.get("/api/sets/{name}/instances/{instance_id}")
     def instance(name: str, instance_id: str, sid: Sid = None) -> Response:
-        signed_in(sid)
+        guard.signed_in(sid)
         return _json(details.instance_details(ctl, name, instance_id))
 
+
+def _actions(r: APIRouter, ctl: Controller, guard: _Guard, snapshots: Snapshots) -> None:
     @r.post("/api/sets/{name}/upgrade")
     def upgrade(name: str, body: UpgradeIn, sid: Sid = None, csrf: Csrf = None) -> Response:
-        acting(sid, csrf)
+        guard.acting(sid, csrf)
         patch = {
             "properties": {
                 "upgradePolicy": {
@@ -135,21 +158,21 @@ def install(app: FastAPI, ctl: Controller, token: str, clock: Clock) -> Snapshot
 
     @r.post("/api/sets/{name}/cancel")
     def cancel(name: str, sid: Sid = None, csrf: Csrf = None) -> Response:
-        acting(sid, csrf)
+        guard.acting(sid, csrf)
         ctl.cancel(name)
         snapshots.forget()
         return _json({"status": "CancelRequested"}, 202)
 
     @r.post("/api/sets/{name}/manualUpgrade")
     def manual(name: str, body: ManualUpgradeIn, sid: Sid = None, csrf: Csrf = None) -> Response:
-        acting(sid, csrf)
+        guard.acting(sid, csrf)
         up = ctl.manual_upgrade(name, body.instanceIds, body.updateDomains)
         snapshots.forget()
         return _json({"upgradeId": up.id, "status": up.status}, 202)
 
     @r.post("/api/sets/{name}/image")
     def image(name: str, body: ImageIn, sid: Sid = None, csrf: Csrf = None) -> Response:
-        acting(sid, csrf)
+        guard.acting(sid, csrf)
         patch = {
             "properties": {
                 "virtualMachineProfile": {
@@ -160,6 +183,3 @@ def install(app: FastAPI, ctl: Controller, token: str, clock: Clock) -> Snapshot
         model = ctl.patch(name, patch)
         snapshots.forget()
         return _json({"version": model.image_reference.version})
-
-    app.router.routes.extend(r.routes)
-    return snapshots

@@ -1,20 +1,8 @@
 """The rolling OS upgrade as a persisted state machine (docs/design.md, "Rolling
-upgrade rules").
-
-:meth:`Orchestrator.step` advances an upgrade as far as it can without
-waiting and returns; every decision is written to the store *before* the
-agent is asked to act, with operation ids derived from the upgrade and the
-instance, so a controller restarted at any point calls :meth:`step` again and
-neither loses nor repeats work (agents treat a known operation id as the same
-call). Time comes from the injected clock: a five-minute health timeout is a
-deadline in the store, not a sleep.
-
-This runs the batches, the gates of rules 2 and 5, cancel and pause, and
-the upgrade's counts and status; each instance's step is its own. After
-an upgrade ends, :meth:`Orchestrator.run` keeps settling rollbacks that were
-decided but could not be confirmed (their host did not answer) until the host
-answers again; :meth:`Orchestrator.start` settles any left by an earlier run.
-"""
+upgrade rules"). :meth:`Orchestrator.step` advances an upgrade as far as it
+can without waiting; every decision is stored before the agent is asked to
+act, with operation ids derived from the upgrade and the instance, so a
+restarted controller steps again and neither loses nor repeats work."""
 
 from __future__ import annotations
 

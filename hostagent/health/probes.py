@@ -1,15 +1,8 @@
-"""Health probes the agent runs from the host against its guests' addresses.
-
-Semantics follow Azure's load-balancer probe: an Http probe is healthy on
-status 200 only (redirects are not followed), a Tcp probe when the connection
-is accepted; an instance turns healthy after ``numberOfProbes`` consecutive
-successes and unhealthy after ``numberOfProbes`` consecutive failures, and is
-unknown until the first such verdict.
-
-:class:`Prober` probes every watched instance on its own interval from one
-scheduler thread and a small worker pool; :meth:`Prober.run_due` is the single
-scheduling step, so tests drive it with a fake clock and no thread.
-"""
+"""Health probes the agent runs from the host against its guests' addresses,
+with Azure's load-balancer probe semantics: Http healthy on 200 only, Tcp
+when the connection is accepted, a verdict after ``numberOfProbes``
+consecutive results. :meth:`Prober.run_due` is the one scheduling step, so
+tests drive it with a fake clock and no thread."""
 
 from __future__ import annotations
 
