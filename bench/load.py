@@ -51,6 +51,7 @@ import yaml  # noqa: E402
 
 from bench import loadreport, scalesets  # noqa: E402
 from bench.loadclients import Shape, Target, run_clients  # noqa: E402
+from bench.loaddashboards import open_dashboards  # noqa: E402
 from bench.loadmix import MIX, parse_weights, scale_set_name  # noqa: E402
 from bench.served import free_port  # noqa: E402
 from bench.simagent import host_names  # noqa: E402
@@ -323,6 +324,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="kind=weight,... replacing the default mix's per cent (e.g. start_upgrade=0)",
     )
+    more = "then run again with this many dashboards polling /ui/ and compare (0: no)"
+    ap.add_argument("--dashboards", type=int, default=0, help=more)
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--keep", type=Path, help="work in this directory and keep it (logs, db)")
     args = ap.parse_args(argv)
@@ -335,8 +338,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.weights = parse_weights(args.weights)
     except ValueError as e:
         ap.error(f"--weights: {e}")
-    if args.think < 0:
-        ap.error("--think: must be 0 (closed loop) or more")
+    for name in ("think", "dashboards"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name}: must be 0 or more")
     if args.instances % args.scale_sets or not 1 <= args.instances // args.scale_sets <= 1000:
         ap.error("--instances: must be --scale-sets times a capacity of 1 to 1000")
     return args
@@ -370,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         _say(f"{args.clients} clients for {args.duration:g} s")
         summary = measure(procs, args, setup)
+        if args.dashboards:
+            _say(f"again, with {args.dashboards} dashboards open")
+            with open_dashboards(procs.url, procs.token, args.dashboards, scale_set_name(0)) as st:
+                summary["with_dashboards"] = measure(procs, args, dict(setup))
+            summary["dashboards"] = loadreport.dashboards(args.dashboards, st, summary)
     except (SetupError, httpx.HTTPError, qemuimg.QemuImgError) as e:
         print(f"load: set-up failed: {e}", file=sys.stderr)
         return 2
@@ -378,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(loadreport.render(summary))
+    if args.dashboards:
+        print(loadreport.render_dashboards(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     goals = summary["goals"]

@@ -136,3 +136,36 @@ def render(summary: dict[str, Any]) -> str:
     ]
     lines += [f"error: {e}" for e in summary["error_examples"]]
     return "\n".join(lines)
+
+
+def dashboards(count: int, st: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run with ``count`` dashboards open against the one without them."""
+    without = summary["overall"]["p99_ms"]
+    with_them = summary["with_dashboards"]["overall"]["p99_ms"]
+    return {
+        "count": count,
+        "polls": st.polls,
+        "not_modified": st.not_modified,
+        "errors": st.errors,
+        "poll_p99_ms": round(percentile([x * 1000 for x in st.latencies], 99), 2),
+        "api_p99_ms_without": without,
+        "api_p99_ms_with": with_them,
+        "p99_ratio": round(with_them / without, 3) if without else None,
+        "within_10_percent": bool(without) and with_them <= without * 1.1,
+    }
+
+
+def render_dashboards(summary: dict[str, Any]) -> str:
+    """The run with dashboards open, and how it compares with the one without."""
+    d = summary["dashboards"]
+    return (
+        f"with {d['count']} dashboards open:\n"
+        + render(summary["with_dashboards"])
+        + "\n"
+        + (
+            f"dashboards: {d['count']} open, {d['polls']} polls ({d['not_modified']} answered 304,"
+            f" {d['errors']} errors, p99 {d['poll_p99_ms']:g} ms); API p99 without them"
+            f" {d['api_p99_ms_without']:g} ms, with them {d['api_p99_ms_with']:g} ms: ratio"
+            f" {d['p99_ratio']} ({'within' if d['within_10_percent'] else 'NOT within'} 10 %)"
+        )
+    )

@@ -163,3 +163,15 @@ def test_instance_details_name_the_os_disk_generation_and_extensions(lab: SimLab
     assert d["extensions"][0]["name"] == "app"
     r = s.get(f"{lab.served.url}/ui/api/sets/{SET}/instances/99", timeout=30)
     assert r.status_code == 404
+
+
+def test_a_batch_larger_than_the_policy_allows_is_refused_naming_the_field(lab: SimLab) -> None:
+    s, csrf = signed_in(lab)
+    r = s.post(
+        f"{lab.served.url}/ui/api/sets/{SET}/upgrade",
+        json={"maxBatchInstancePercent": 50},
+        headers={"X-CSRF-Token": csrf},
+        timeout=30,
+    )
+    assert r.status_code == 400 and "maxBatchInstancePercent" in r.json()["error"]["message"]
+    assert lab.served.call("GET", f"/v1/scaleSets/{SET}/rollingUpgrades/latest").status_code == 404
