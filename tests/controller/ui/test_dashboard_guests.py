@@ -89,6 +89,8 @@ def watch_upgrade(driver: WebDriver, timeout: float) -> list[dict[str, tuple[str
         samples.append(now)
         if not shot and any(s in IN_FLIGHT for _, s, _ in now.values()):
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            # The heatmap is at the top; the action buttons scrolled the page down.
+            driver.execute_script("window.scrollTo(0, 0)")
             driver.save_screenshot(str(SCREENSHOT))
             shot = True
         if browser.text(driver, "upgrade-code") != "RollingForward":
@@ -114,12 +116,10 @@ def test_an_upgrade_from_the_dashboard_batch_by_batch_then_a_cancelled_one(
     assert browser.text(driver, "upgrade-code") == "Completed"
     latest: dict[str, Any] = lab.call("GET", "/v1/scaleSets/web/rollingUpgrades/latest")
     batches = latest["kvmss"]["batches"]
-    assert len(batches) == 2 and sorted(i for b in batches for i in b) == [
-        str(i) for i in range(CAPACITY)
-    ]
-    # The page saw the first batch in flight while the second was still on
-    # version 1 and not touched, then the second in flight after the first was done.
-    b1, b2 = batches
+    # 50% of 4 allows batches of 2, but a batch never spans update domains
+    # (docs/design.md rule 6) and each instance here has its own: 4 batches.
+    assert batches == [[str(i)] for i in range(CAPACITY)]
+    assert any("batches of at most 2" in d["message"] for d in latest["kvmss"]["decisions"]), latest
 
     def saw(moving: list[str], done: list[str], waiting: list[str]) -> bool:
         return any(
@@ -129,8 +129,12 @@ def test_an_upgrade_from_the_dashboard_batch_by_batch_then_a_cancelled_one(
             for s in samples
         )
 
-    assert saw(b1, [], b2), samples
-    assert saw(b2, b1, []), samples
+    # The page saw each batch in flight while the earlier ones were done and
+    # the later ones still on version 1 and not touched.
+    for k, batch in enumerate(batches):
+        done = [i for b in batches[:k] for i in b]
+        waiting = [i for b in batches[k + 1 :] for i in b]
+        assert saw(batch, done, waiting), (k, samples)
     browser.wait(driver).until(
         lambda d: all(s == "healthy" and "v2" in t for _, s, t in browser.cells(d).values())
     )
