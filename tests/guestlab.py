@@ -24,6 +24,15 @@ from tests.labstate import describe_lab, explained
 from tests.servedcontroller import served_controller
 
 TOKEN = "controller-token-0123456789abcdef"
+# A web service for tiny guests, from a per-boot script so it also comes back
+# after a rollback; /health answers 200 on port 8080.
+HTTPD_PER_BOOT = (
+    "mkdir -p /var/lib/cloud/scripts/per-boot /www && echo ok > /www/health && "
+    "printf '#!/bin/sh\\nbusybox httpd -p 8080 -h /www\\n' "
+    "> /var/lib/cloud/scripts/per-boot/httpd.sh && "
+    "chmod +x /var/lib/cloud/scripts/per-boot/httpd.sh && "
+    "/var/lib/cloud/scripts/per-boot/httpd.sh"
+)
 
 
 # The upgrade's instance states that hold an instance out of service.

@@ -18,7 +18,7 @@ import pytest
 from bench.scalesets import custom_script, http_probe, scale_set_body
 from images.tiny.build import build as build_image
 from tests.agentproc import REPO
-from tests.guestlab import GuestLab, guest_lab, wait_until
+from tests.guestlab import HTTPD_PER_BOOT, GuestLab, guest_lab, wait_until
 
 pytestmark = pytest.mark.guest
 
@@ -27,11 +27,7 @@ IMAGES = REPO / "build" / "images"
 # rollback; version 3 of the image "breaks" it (the upgrade must roll back).
 SERVICE = (
     'if [ "$(cat /etc/os-version)" = 3 ]; then echo "no service on 3"; exit 0; fi; '
-    "mkdir -p /var/lib/cloud/scripts/per-boot /www && echo ok > /www/health && "
-    "printf '#!/bin/sh\\nbusybox httpd -p 8080 -h /www\\n' "
-    "> /var/lib/cloud/scripts/per-boot/httpd.sh && "
-    "chmod +x /var/lib/cloud/scripts/per-boot/httpd.sh && "
-    "/var/lib/cloud/scripts/per-boot/httpd.sh"
+    + HTTPD_PER_BOOT
 )
 
 

@@ -4,7 +4,7 @@
 (function () {
   const POLL_MS = 1000;
   const SYMBOL = { healthy: "\u2713 healthy", unhealthy: "\u2717 unhealthy", reimaging: "\u21bb reimaging",
-    waiting: "\u231b waiting for health", rolledback: "\u21a9 rolled back", stopped: "\u25a0 stopped",
+    waiting: "\u25d4 waiting for health", rolledback: "\u21a9 rolled back", stopped: "\u25a0 stopped",
     unknown: "? unknown" };
   let csrf = null, etag = null, snap = null, byHost = false, timer = null, shown = "";
 

@@ -45,6 +45,9 @@ def test_sign_in_shows_the_scale_sets_and_the_catalog(lab: SimLab, driver: WebDr
     row = driver.find_element(By.CSS_SELECTOR, "#sets tbody tr").text
     assert SET in row and str(CAPACITY) in row and "Rolling" in row and "dash/tiny/1" in row
     assert "2, 1" in driver.find_element(By.ID, "images").text
+    # Signed in, the sign-in form is gone and sign-out is offered.
+    assert not driver.find_element(By.ID, "signin").is_displayed()
+    assert driver.find_element(By.ID, "signout").is_displayed()
     cookie = driver.get_cookie("kvmss_session")
     assert cookie is not None and cookie["httpOnly"] is True
     assert driver.execute_script("return document.cookie") == ""
