@@ -71,8 +71,10 @@ def sign_in(driver: WebDriver, url: str, token: str) -> None:
     driver.get(url + "/ui/")
     # A session cookie left by an earlier test resumes without the form.
     wait(driver).until(
-        lambda d: d.find_element(By.ID, "token").is_displayed()
-        or d.find_element(By.ID, "signout").is_displayed()
+        lambda d: (
+            d.find_element(By.ID, "token").is_displayed()
+            or d.find_element(By.ID, "signout").is_displayed()
+        )
     )
     if driver.find_element(By.ID, "signout").is_displayed():
         return
